@@ -1,0 +1,40 @@
+"""Exception types of dspt-geo.
+
+Every error a user can cause derives from :class:`DsptGeoError` and from the builtin
+exception that fits it, so callers may catch either. The command line turns a
+:class:`DsptGeoError` into one message and a non-zero exit; anything else is a bug and
+keeps its traceback.
+"""
+
+__all__ = (
+    'CheckpointError',
+    'DsptGeoError',
+    'EmptyRasterError',
+    'IncompatibleRasterError',
+    'NoRastersFoundError',
+    'RasterReadError',
+)
+
+
+class DsptGeoError(Exception):
+    """Base class of the errors a user can cause and fix."""
+
+
+class NoRastersFoundError(DsptGeoError, FileNotFoundError):
+    """No readable, georeferenced raster was found under the given paths."""
+
+
+class RasterReadError(DsptGeoError, OSError):
+    """A file exists but GDAL cannot read it as a georeferenced raster."""
+
+
+class IncompatibleRasterError(DsptGeoError, ValueError):
+    """A raster does not fit what is asked of it (bands, dtype, CRS, size)."""
+
+
+class EmptyRasterError(DsptGeoError, ValueError):
+    """A raster, or every raster of a group, holds no valid pixel."""
+
+
+class CheckpointError(DsptGeoError, ValueError):
+    """A weights file is missing, unsafe, corrupt, or does not fit the model."""
