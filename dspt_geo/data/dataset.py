@@ -1,0 +1,336 @@
+"""One sensor group as a torchgeo :class:`~torchgeo.datasets.RasterDataset`.
+
+:class:`SensorDataset` keeps torchgeo's interface (a GeoDataFrame index, ``crs``,
+``res``, ``bounds``, ``dataset[x, y, t]`` returning ``image``, ``crs`` and
+``bounds``), so torchgeo's samplers and ``&``/``|`` work with it. What it changes is
+the read: torchgeo resolves every query through its index, a warped VRT and
+``rasterio.merge``, which costs about a millisecond per sample before any pixel is
+read. A query that falls inside one file already on the dataset's CRS is answered by
+a direct windowed read from a per-process cache of open files. Queries that span
+files, or files that need reprojection or are rotated, take torchgeo's general path.
+"""
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import rasterio
+import rasterio.merge
+import shapely
+import torch
+from geopandas import GeoDataFrame
+from rasterio.crs import CRS
+from rasterio.io import DatasetReader
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+from torch import Tensor
+from torchgeo.datasets import RasterDataset
+from torchgeo.datasets.utils import GeoSlice
+
+from .discovery import RasterFile
+from .groups import SensorGroup
+from .sar import SarMode, complex_to_backscatter
+
+__all__ = ('SensorDataset',)
+
+#: Open files kept per process; beyond this the least recently used is closed.
+_MAX_OPEN_FILES = 128
+
+
+class SensorDataset(RasterDataset):
+    """The rasters of one :class:`~dspt_geo.data.SensorGroup`, sampled by location.
+
+    Samples are float32 ``image`` tensors of shape (bands, height, width) in the
+    group's CRS and resolution; complex SAR is converted to backscatter by
+    *sar_mode*. Pixels outside every file are filled with the group's nodata value
+    (0 when it has none); :meth:`valid_mask` tells valid pixels apart.
+    """
+
+    def __init__(
+        self,
+        group: SensorGroup,
+        bands: Sequence[str] | None = None,
+        sar_mode: SarMode = 'db',
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Index a sensor group.
+
+        Args:
+            group: the rasters, their CRS, resolution and nodata value.
+            bands: bands to return, by name (default: all, in file order).
+            sar_mode: how complex SAR becomes real: ``'db'``, ``'amplitude'`` or
+                ``'intensity'``.
+            transforms: function applied to each sample dict.
+            cache: keep files open between samples.
+
+        Raises:
+            ValueError: If *bands* names a band the group does not have.
+        """
+        self.group = group
+        self.paths = [raster.path for raster in group.rasters]
+        self.all_bands = group.bands
+        self.bands = tuple(bands) if bands else group.bands
+        unknown = [band for band in self.bands if band not in self.all_bands]
+        if unknown:
+            msg = f'bands {unknown} not in group {group.name} ({", ".join(self.all_bands)})'
+            raise ValueError(msg)
+        self.sar_mode = sar_mode
+        self.transforms = transforms
+        self.cache = cache
+        self.nodata = group.nodata
+        self.separate_files = bool(group.rasters) and group.rasters[0].separate_files
+        self.band_indexes = (
+            None
+            if self.separate_files
+            else [self.all_bands.index(band) + 1 for band in self.bands]
+        )
+        self._res = group.res
+        self._rasters = {raster.path: raster for raster in group.rasters}
+        self._handles: OrderedDict[str, DatasetReader] = OrderedDict()
+        self._handles_pid = os.getpid()
+
+        geometries = [
+            shapely.box(*transform_bounds(r.crs, group.crs, *r.bounds, densify_pts=21))
+            for r in group.rasters
+        ]
+        times = pd.IntervalIndex.from_tuples(
+            [(self.mint, self.maxt)] * len(geometries), closed='both', name='datetime'
+        )
+        self.index = GeoDataFrame(
+            {'filepath': self.paths}, index=times, geometry=geometries, crs=group.crs
+        )
+        self._build_lookup()
+
+    @property
+    def crs(self) -> CRS:
+        """CRS that samples are served in."""
+        crs: CRS = self.index.crs
+        return crs
+
+    @crs.setter
+    def crs(self, new_crs: CRS) -> None:
+        """Reproject the index (quietly, unlike torchgeo, which prints)."""
+        if new_crs != self.index.crs:
+            self.index = self.index.to_crs(new_crs)
+            self._build_lookup()
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Resolution (x, y) that samples are served at, in CRS units."""
+        return self._res
+
+    @res.setter
+    def res(self, new_res: float | tuple[float, float]) -> None:
+        """Set the resolution (quietly, unlike torchgeo, which prints)."""
+        if isinstance(new_res, int | float):
+            new_res = (new_res, new_res)
+        self._res = (float(new_res[0]), float(new_res[1]))
+
+    def __getitem__(self, query: GeoSlice) -> dict[str, Any]:
+        """Read the patch at *query*.
+
+        Args:
+            query: ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]`` in CRS units.
+
+        Returns:
+            sample with ``image``, ``crs`` and ``bounds``.
+
+        Raises:
+            IndexError: If *query* is not found in the index.
+        """
+        raster, window = self._direct_read_target(query)
+        if raster is None:
+            return super().__getitem__(query)
+        image = torch.from_numpy(self._read_direct(raster, *window))
+        sample: dict[str, Any] = {'crs': self.crs, 'bounds': query, 'image': image}
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def valid_mask(self, image: Tensor) -> Tensor:
+        """Pixels holding data: finite in every band and not nodata in all bands.
+
+        Args:
+            image: (bands, height, width) sample image.
+
+        Returns:
+            bool tensor of shape (height, width).
+        """
+        valid = torch.isfinite(image).all(dim=0)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            valid &= (image != self.nodata).any(dim=0)
+        return valid
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without open file handles (DataLoader workers open their own)."""
+        state = self.__dict__.copy()
+        state['_handles'] = OrderedDict()
+        return state
+
+    # -- the direct path ---------------------------------------------------------
+
+    def _build_lookup(self) -> None:
+        """Cache file bounds as an array for a query lookup without pandas."""
+        self._boxes = np.array(
+            [g.bounds for g in self.index.geometry], dtype=np.float64
+        ).reshape(-1, 4)
+        self._lookup_rasters = [self._rasters[path] for path in self.index.filepath]
+        self._timeless = bool(
+            (self.index.index.left == self.mint).all()
+            and (self.index.index.right == self.maxt).all()
+        )
+
+    def _direct_read_target(
+        self, query: GeoSlice
+    ) -> tuple[RasterFile | None, tuple[float, float, float, float, float, float]]:
+        """The one file that can answer *query* by a windowed read, if any.
+
+        Returns:
+            the file (or None) and (left, bottom, right, top, xres, yres).
+        """
+        if not (self._timeless and isinstance(query, tuple) and len(query) >= 2):
+            return None, (0, 0, 0, 0, 0, 0)
+        x, y = query[0], query[1]
+        if None in (x.start, x.stop, y.start, y.stop):
+            return None, (0, 0, 0, 0, 0, 0)
+        xres = x.step if x.step is not None else self._res[0]
+        yres = y.step if y.step is not None else self._res[1]
+        window = (x.start, y.start, x.stop, y.stop, xres, yres)
+        boxes = self._boxes
+        hits = np.flatnonzero(
+            (boxes[:, 0] < x.stop)
+            & (boxes[:, 2] > x.start)
+            & (boxes[:, 1] < y.stop)
+            & (boxes[:, 3] > y.start)
+        )
+        if len(hits) != 1:
+            return None, window
+        left, bottom, right, top = boxes[hits[0]]
+        tolerance = 1e-6 * max(xres, yres)
+        inside = (
+            x.start >= left - tolerance
+            and x.stop <= right + tolerance
+            and y.start >= bottom - tolerance
+            and y.stop <= top + tolerance
+        )
+        raster = self._lookup_rasters[hits[0]]
+        if not inside or raster.crs != self.crs or not raster.north_up:
+            return None, window
+        return raster, window
+
+    def _read_direct(
+        self,
+        raster: RasterFile,
+        left: float,
+        bottom: float,
+        right: float,
+        top: float,
+        xres: float,
+        yres: float,
+    ) -> npt.NDArray[np.float32]:
+        """Read a window that lies inside *raster*, resampling only if grids differ."""
+        height = round((top - bottom) / yres)
+        width = round((right - left) / xres)
+        if self.separate_files:
+            files = dict(zip(self.all_bands, raster.band_paths, strict=True))
+            layers = [
+                self._read_window(
+                    files[band], [1], left, bottom, right, top, height, width
+                )
+                for band in self.bands
+            ]
+            data = np.concatenate(layers)
+        else:
+            data = self._read_window(
+                raster.path, self.band_indexes, left, bottom, right, top, height, width
+            )
+        return self._to_float(data)
+
+    def _read_window(
+        self,
+        path: str,
+        indexes: list[int],
+        left: float,
+        bottom: float,
+        right: float,
+        top: float,
+        height: int,
+        width: int,
+    ) -> npt.NDArray[Any]:
+        """Windowed read of bands *indexes* of one north-up file on the dataset CRS."""
+        src = self._open(path)
+        window = from_bounds(left, bottom, right, top, transform=src.transform)
+        snapped = Window(
+            round(window.col_off), round(window.row_off), round(window.width),
+            round(window.height),
+        )  # fmt: skip
+        aligned = (
+            abs(snapped.col_off - window.col_off) < 1e-6
+            and abs(snapped.row_off - window.row_off) < 1e-6
+            and snapped.width == width
+            and snapped.height == height
+        )
+        if aligned:
+            return src.read(indexes, window=snapped)
+        return src.read(
+            indexes,
+            window=window,
+            out_shape=(len(indexes), height, width),
+            resampling=self.resampling,
+        )
+
+    def _open(self, path: str) -> DatasetReader:
+        """An open handle of *path*, cached per process (forked workers reopen)."""
+        if self._handles_pid != os.getpid():
+            self._handles = OrderedDict()
+            self._handles_pid = os.getpid()
+        src = self._handles.get(path)
+        if src is None:
+            src = rasterio.open(path)
+            if self.cache:
+                self._handles[path] = src
+                if len(self._handles) > _MAX_OPEN_FILES:
+                    self._handles.popitem(last=False)[1].close()
+        else:
+            self._handles.move_to_end(path)
+        return src
+
+    def _to_float(self, data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Stored samples as float32, complex SAR converted to backscatter."""
+        if np.iscomplexobj(data):
+            return complex_to_backscatter(data, self.sar_mode)
+        return data.astype(np.float32, copy=False)
+
+    # -- torchgeo's general path, adapted ----------------------------------------
+
+    def _update_filepath(self, band: str, filepath: str) -> str:
+        """The file holding *band* of the item indexed by *filepath*."""
+        raster = self._rasters[filepath]
+        return raster.band_paths[self.all_bands.index(band)]
+
+    def _merge_files(
+        self,
+        filepaths: Sequence[str],
+        query: GeoSlice,
+        band_indexes: Sequence[int] | None = None,
+    ) -> Tensor:
+        """Merge files as torchgeo does, filling with the group's nodata value."""
+        if self.cache:
+            handles = [self._cached_load_warp_file(fp) for fp in filepaths]
+        else:
+            handles = [self._load_warp_file(fp) for fp in filepaths]
+        x, y, _ = self._disambiguate_slice(query)
+        dest, _ = rasterio.merge.merge(
+            handles,
+            bounds=(x.start, y.start, x.stop, y.stop),
+            res=(x.step, y.step),
+            indexes=band_indexes,
+            nodata=self.nodata,
+            resampling=self.resampling,
+        )
+        return torch.from_numpy(self._to_float(dest))

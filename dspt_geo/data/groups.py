@@ -1,0 +1,175 @@
+"""Sensor groups: rasters that share one band layout.
+
+A model's patch-embedding stem expects a fixed number and meaning of bands, so the
+rasters of a run are grouped by band layout (band count, data type, band names where
+the files carry them). Sentinel-2 tiles and Sentinel-1 VV/VH pairs in one folder give
+two groups. Inside a group files may differ in CRS and resolution: like torchgeo, a
+group samples in one CRS and resolution, here chosen as the CRS that holds most of
+the group's pixels and the median pixel size of the files native to it, unless the
+caller sets them.
+"""
+
+import logging
+import re
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.warp import calculate_default_transform
+
+from .discovery import RasterFile
+
+__all__ = ('SensorGroup', 'group_rasters')
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SensorGroup:
+    """Rasters of one band layout, sampled in one CRS and resolution.
+
+    Attributes:
+        name: short stable name, e.g. ``'12band-uint16-B01-to-B12'``.
+        rasters: the group's rasters, sorted by path.
+        count: number of bands.
+        dtype: numpy name of the stored data type.
+        band_names: names the files give their bands, or empty when they give none.
+        crs: CRS that samples are served in.
+        res: pixel size (x, y) that samples are served at, in *crs* units.
+        nodata: value marking missing pixels, or None.
+    """
+
+    name: str
+    rasters: tuple[RasterFile, ...]
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    crs: CRS
+    res: tuple[float, float]
+    nodata: float | None
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Band names, ``band_1``, ``band_2``, ... where the files name none."""
+        return self.band_names or tuple(f'band_{i + 1}' for i in range(self.count))
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the samples are complex SAR, converted to backscatter on reading."""
+        return np.dtype(self.dtype).kind == 'c'
+
+
+def group_rasters(
+    rasters: Iterable[RasterFile],
+    *,
+    crs: CRS | str | None = None,
+    res: float | tuple[float, float] | None = None,
+    nodata: float | None = None,
+) -> list[SensorGroup]:
+    """Group rasters by band layout.
+
+    Args:
+        rasters: rasters from :func:`~dspt_geo.data.scan_rasters`.
+        crs: CRS for every group (default: per group, the CRS holding most pixels).
+        res: resolution for every group, in *crs* units (default: per group, the
+            median resolution of its files native to the group's CRS).
+        nodata: nodata value overriding what the files declare.
+
+    Returns:
+        groups, the one holding most pixels first.
+    """
+    # One-band-per-file items read differently from stacked files of the same
+    # layout, so they form a group of their own.
+    layouts: dict[tuple[int, str, tuple[str, ...], bool], list[RasterFile]] = (
+        defaultdict(list)
+    )
+    for raster in rasters:
+        key = (raster.count, raster.dtype, raster.band_names, raster.separate_files)
+        layouts[key].append(raster)
+
+    target_crs = CRS.from_user_input(crs) if crs is not None else None
+    groups = []
+    names: Counter[str] = Counter()
+    for (count, dtype, band_names, _), members in sorted(layouts.items()):
+        members = sorted(members, key=lambda r: r.path)
+        group_crs = target_crs or _majority_crs(members)
+        name = _group_name(count, dtype, band_names)
+        names[name] += 1
+        groups.append(
+            SensorGroup(
+                name=name if names[name] == 1 else f'{name}-{names[name]}',
+                rasters=tuple(members),
+                count=count,
+                dtype=dtype,
+                band_names=band_names,
+                crs=group_crs,
+                res=_to_pair(res)
+                if res is not None
+                else _median_res(members, group_crs),
+                nodata=nodata if nodata is not None else _common_nodata(members),
+            )
+        )
+    groups.sort(key=lambda g: (-sum(r.width * r.height for r in g.rasters), g.name))
+    return groups
+
+
+def _group_name(count: int, dtype: str, band_names: tuple[str, ...]) -> str:
+    """A readable name unique per layout, usable as a module key."""
+    name = f'{count}band-{dtype}'
+    if band_names:
+        shown = band_names if count <= 4 else (band_names[0], 'to', band_names[-1])
+        name += '-' + '-'.join(shown)
+    return re.sub(r'[^A-Za-z0-9_-]+', '_', name)
+
+
+def _to_pair(res: float | tuple[float, float]) -> tuple[float, float]:
+    """Normalise a resolution to an (x, y) pair."""
+    if isinstance(res, int | float):
+        return (float(res), float(res))
+    return (float(res[0]), float(res[1]))
+
+
+def _majority_crs(rasters: list[RasterFile]) -> CRS:
+    """The CRS holding most pixels (ties: the first file's)."""
+    pixels: Counter[str] = Counter()
+    by_wkt = {}
+    for raster in rasters:
+        wkt = raster.crs.to_wkt()
+        by_wkt.setdefault(wkt, raster.crs)
+        pixels[wkt] += raster.width * raster.height
+    return by_wkt[pixels.most_common(1)[0][0]]
+
+
+def _median_res(rasters: list[RasterFile], crs: CRS) -> tuple[float, float]:
+    """Median pixel size of the rasters native to *crs* (else of all, warped)."""
+    native = [r.res for r in rasters if r.crs == crs]
+    if not native:
+        native = []
+        for raster in rasters:
+            transform, _, _ = calculate_default_transform(
+                raster.crs, crs, raster.width, raster.height, *raster.bounds
+            )
+            native.append((abs(transform.a), abs(transform.e)))
+    return (
+        statistics.median(x for x, _ in native),
+        statistics.median(y for _, y in native),
+    )
+
+
+def _common_nodata(rasters: list[RasterFile]) -> float | None:
+    """The nodata value most files declare, warning when they disagree."""
+    declared = Counter(r.nodata for r in rasters if r.nodata is not None)
+    if not declared:
+        return None
+    value = declared.most_common(1)[0][0]
+    if len(declared) > 1:
+        logger.warning(
+            'files of one band layout declare different nodata values %s; using %s '
+            '(set --nodata to choose)',
+            sorted(declared),
+            value,
+        )
+    return value

@@ -1,0 +1,182 @@
+"""Per-band normalisation statistics of a sensor group.
+
+Statistics are estimated from a bounded random sample of valid pixels (nodata and
+non-finite values excluded, complex SAR already converted), so they cost the same on
+a gigabyte and a terabyte. They are cached under a fingerprint of the files and
+settings, and travel inside every model file so that prediction normalises exactly
+as training did.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cache import default_cache_dir
+from .dataset import SensorDataset
+from .sampling import PatchStream
+
+__all__ = ('BandStatistics', 'compute_statistics', 'load_or_compute_statistics')
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the estimate changes, so old cache entries are not reused.
+_STATISTICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BandStatistics:
+    """Per-band statistics, in band order.
+
+    Attributes:
+        bands: band names.
+        mean: mean of valid pixels.
+        std: standard deviation of valid pixels.
+        p02: 2nd percentile (robust lower bound).
+        p50: median.
+        p98: 98th percentile (robust upper bound).
+        pixels: valid pixels per band the estimate rests on.
+    """
+
+    bands: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    p02: tuple[float, ...]
+    p50: tuple[float, ...]
+    p98: tuple[float, ...]
+    pixels: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        return {
+            key: list(v) if isinstance(v, tuple) else v
+            for key, v in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'BandStatistics':
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            **{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()}
+        )
+
+
+def compute_statistics(
+    dataset: SensorDataset,
+    num_patches: int = 64,
+    size: int = 256,
+    max_pixels: int = 1_000_000,
+    seed: int = 0,
+) -> BandStatistics:
+    """Estimate per-band statistics from random patches of *dataset*.
+
+    Args:
+        dataset: the sensor group's dataset.
+        num_patches: patches to draw.
+        size: patch size in pixels (shrunk to fit the smallest raster).
+        max_pixels: valid pixels per band kept at most (memory bound).
+        seed: seed of the patch draw and the pixel subsample.
+
+    Returns:
+        the statistics.
+    """
+    size = min(size, _largest_fitting_size(dataset))
+    stream = PatchStream(
+        dataset, size=size, length=num_patches, min_valid_fraction=1e-6, seed=seed
+    )
+    per_patch = max(1, max_pixels // num_patches)
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for sample in stream:
+        image = sample['image']
+        valid = image[:, dataset.valid_mask(image)]
+        valid = valid[:, torch.isfinite(valid).all(dim=0)]
+        if valid.shape[1] > per_patch:
+            keep = torch.randperm(valid.shape[1], generator=generator)[:per_patch]
+            valid = valid[:, keep]
+        chunks.append(valid.double())
+    pixels = torch.cat(chunks, dim=1).numpy()
+    p02, p50, p98 = np.percentile(pixels, [2, 50, 98], axis=1)
+    return BandStatistics(
+        bands=tuple(dataset.bands),
+        mean=tuple(pixels.mean(axis=1).tolist()),
+        std=tuple(pixels.std(axis=1).tolist()),
+        p02=tuple(p02.tolist()),
+        p50=tuple(p50.tolist()),
+        p98=tuple(p98.tolist()),
+        pixels=int(pixels.shape[1]),
+    )
+
+
+def load_or_compute_statistics(
+    dataset: SensorDataset,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> BandStatistics:
+    """Statistics of *dataset* from the cache, computed and cached when absent.
+
+    The cache key covers every file's path, size and modification time, the bands,
+    nodata, SAR mode, CRS, resolution and the estimate's settings: change any and the
+    statistics are computed again.
+
+    Args:
+        dataset: the sensor group's dataset.
+        cache_dir: folder of cached statistics (default: :func:`default_cache_dir`);
+            a run folder keeps its own.
+        **kwargs: settings passed to :func:`compute_statistics`.
+
+    Returns:
+        the statistics.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = folder / f'stats-{dataset.group.name}-{_fingerprint(dataset, kwargs)}.json'
+    if path.exists():
+        try:
+            return BandStatistics.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError):
+            logger.warning('ignoring unreadable statistics cache %s', path)
+    stats = compute_statistics(dataset, **kwargs)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f'.tmp{os.getpid()}')
+        tmp.write_text(json.dumps(stats.to_dict(), indent=1))
+        os.replace(tmp, path)
+    except OSError as error:
+        logger.warning('could not cache statistics in %s: %s', folder, error)
+    return stats
+
+
+def _largest_fitting_size(dataset: SensorDataset) -> int:
+    """Largest patch size (pixels) that fits inside the largest raster."""
+    xres, yres = dataset.res
+    sides = []
+    for geometry in dataset.index.geometry:
+        left, bottom, right, top = geometry.bounds
+        sides.append(min((right - left) / xres, (top - bottom) / yres))
+    return max(1, int(max(sides)))
+
+
+def _fingerprint(dataset: SensorDataset, settings: dict[str, Any]) -> str:
+    """Hash of everything the statistics depend on."""
+    files = []
+    for raster in dataset.group.rasters:
+        for path in raster.paths:
+            stat = os.stat(path)
+            files.append((path, stat.st_size, stat.st_mtime_ns))
+    key = {
+        'version': _STATISTICS_VERSION,
+        'files': files,
+        'bands': list(dataset.bands),
+        'nodata': dataset.nodata,
+        'sar_mode': dataset.sar_mode,
+        'crs': dataset.crs.to_wkt(),
+        'res': list(dataset.res),
+        'settings': sorted(settings.items()),
+    }
+    return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]
