@@ -13,7 +13,7 @@ files, or files that need reprojection or are rotated, take torchgeo's general p
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ from geopandas import GeoDataFrame
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 from torch import Tensor
 from torchgeo.datasets import RasterDataset
 from torchgeo.datasets.utils import GeoSlice
@@ -39,6 +39,16 @@ __all__ = ('SensorDataset',)
 
 #: Open files kept per process; beyond this the least recently used is closed.
 _MAX_OPEN_FILES = 128
+
+
+class _OpenFile(NamedTuple):
+    """An open file and its north-up geotransform (origin, pixel size)."""
+
+    src: DatasetReader
+    origin_x: float
+    origin_y: float
+    pixel_x: float
+    pixel_y: float
 
 
 class SensorDataset(RasterDataset):
@@ -91,7 +101,7 @@ class SensorDataset(RasterDataset):
         )
         self._res = group.res
         self._rasters = {raster.path: raster for raster in group.rasters}
-        self._handles: OrderedDict[str, DatasetReader] = OrderedDict()
+        self._handles: OrderedDict[str, _OpenFile] = OrderedDict()
         self._handles_pid = os.getpid()
 
         geometries = [
@@ -147,7 +157,7 @@ class SensorDataset(RasterDataset):
         if raster is None:
             return super().__getitem__(query)
         image = torch.from_numpy(self._read_direct(raster, *window))
-        sample: dict[str, Any] = {'crs': self.crs, 'bounds': query, 'image': image}
+        sample: dict[str, Any] = {'crs': self._crs, 'bounds': query, 'image': image}
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -175,11 +185,39 @@ class SensorDataset(RasterDataset):
     # -- the direct path ---------------------------------------------------------
 
     def _build_lookup(self) -> None:
-        """Cache file bounds as an array for a query lookup without pandas."""
+        """Precompute what the direct path needs, so a query costs no pandas call.
+
+        File bounds become one array; each file is marked readable directly when it
+        is north-up on the dataset's CRS (else None: it needs a warp).
+        """
         self._boxes = np.array(
             [g.bounds for g in self.index.geometry], dtype=np.float64
         ).reshape(-1, 4)
-        self._lookup_rasters = [self._rasters[path] for path in self.index.filepath]
+        self._box_list = [tuple(box) for box in self._boxes.tolist()]
+        # A file is isolated when no other file's interior meets its own (tiles that
+        # share an edge are isolated).
+        geometries = np.asarray(self.index.geometry.values)
+        first, second = shapely.STRtree(geometries).query(
+            geometries, predicate='intersects'
+        )
+        a, b = self._boxes[first], self._boxes[second]
+        overlapping = (
+            (first != second)
+            & (a[:, 0] < b[:, 2])
+            & (a[:, 2] > b[:, 0])
+            & (a[:, 1] < b[:, 3])
+            & (a[:, 3] > b[:, 1])
+        )
+        isolated = np.ones(len(geometries), dtype=bool)
+        isolated[first[overlapping]] = False
+        self._isolated = isolated.tolist()
+        self._last_hit = -1
+        self._crs = self.index.crs
+        rasters = [self._rasters[path] for path in self.index.filepath]
+        self._direct_files = [
+            raster if raster.north_up and raster.crs == self._crs else None
+            for raster in rasters
+        ]
         self._timeless = bool(
             (self.index.index.left == self.mint).all()
             and (self.index.index.right == self.maxt).all()
@@ -193,35 +231,48 @@ class SensorDataset(RasterDataset):
         Returns:
             the file (or None) and (left, bottom, right, top, xres, yres).
         """
+        unresolved = (None, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0))
         if not (self._timeless and isinstance(query, tuple) and len(query) >= 2):
-            return None, (0, 0, 0, 0, 0, 0)
+            return unresolved
         x, y = query[0], query[1]
-        if None in (x.start, x.stop, y.start, y.stop):
-            return None, (0, 0, 0, 0, 0, 0)
+        left, right, bottom, top = x.start, x.stop, y.start, y.stop
+        if left is None or right is None or bottom is None or top is None:
+            return unresolved
         xres = x.step if x.step is not None else self._res[0]
         yres = y.step if y.step is not None else self._res[1]
-        window = (x.start, y.start, x.stop, y.stop, xres, yres)
+        window = (left, bottom, right, top, xres, yres)
+        tolerance = 1e-6 * max(xres, yres)
+        # Consecutive queries mostly fall in the same file: if it overlaps no other
+        # file, a query inside it can touch no other one, and no search is needed.
+        last = self._last_hit
+        if last >= 0 and self._isolated[last]:
+            box_left, box_bottom, box_right, box_top = self._box_list[last]
+            if (
+                left >= box_left - tolerance
+                and right <= box_right + tolerance
+                and bottom >= box_bottom - tolerance
+                and top <= box_top + tolerance
+            ):
+                return self._direct_files[last], window
         boxes = self._boxes
         hits = np.flatnonzero(
-            (boxes[:, 0] < x.stop)
-            & (boxes[:, 2] > x.start)
-            & (boxes[:, 1] < y.stop)
-            & (boxes[:, 3] > y.start)
+            (boxes[:, 0] < right)
+            & (boxes[:, 2] > left)
+            & (boxes[:, 1] < top)
+            & (boxes[:, 3] > bottom)
         )
         if len(hits) != 1:
             return None, window
-        left, bottom, right, top = boxes[hits[0]]
-        tolerance = 1e-6 * max(xres, yres)
+        hit = int(hits[0])
+        self._last_hit = hit
+        box_left, box_bottom, box_right, box_top = self._box_list[hit]
         inside = (
-            x.start >= left - tolerance
-            and x.stop <= right + tolerance
-            and y.start >= bottom - tolerance
-            and y.stop <= top + tolerance
+            left >= box_left - tolerance
+            and right <= box_right + tolerance
+            and bottom >= box_bottom - tolerance
+            and top <= box_top + tolerance
         )
-        raster = self._lookup_rasters[hits[0]]
-        if not inside or raster.crs != self.crs or not raster.north_up:
-            return None, window
-        return raster, window
+        return (self._direct_files[hit] if inside else None), window
 
     def _read_direct(
         self,
@@ -240,15 +291,23 @@ class SensorDataset(RasterDataset):
             files = dict(zip(self.all_bands, raster.band_paths, strict=True))
             layers = [
                 self._read_window(
-                    files[band], [1], left, bottom, right, top, height, width
+                    files[band],
+                    [1],
+                    left,
+                    top,
+                    right - left,
+                    top - bottom,
+                    height,
+                    width,
                 )
                 for band in self.bands
             ]
             data = np.concatenate(layers)
         else:
             data = self._read_window(
-                raster.path, self.band_indexes, left, bottom, right, top, height, width
-            )
+                raster.path, self.band_indexes, left, top, right - left, top - bottom,
+                height, width,
+            )  # fmt: skip
         return self._to_float(data)
 
     def _read_window(
@@ -256,49 +315,53 @@ class SensorDataset(RasterDataset):
         path: str,
         indexes: list[int],
         left: float,
-        bottom: float,
-        right: float,
         top: float,
+        span_x: float,
+        span_y: float,
         height: int,
         width: int,
     ) -> npt.NDArray[Any]:
-        """Windowed read of bands *indexes* of one north-up file on the dataset CRS."""
-        src = self._open(path)
-        window = from_bounds(left, bottom, right, top, transform=src.transform)
-        snapped = Window(
-            round(window.col_off), round(window.row_off), round(window.width),
-            round(window.height),
-        )  # fmt: skip
-        aligned = (
-            abs(snapped.col_off - window.col_off) < 1e-6
-            and abs(snapped.row_off - window.row_off) < 1e-6
-            and snapped.width == width
-            and snapped.height == height
-        )
-        if aligned:
-            return src.read(indexes, window=snapped)
+        """Windowed read of bands *indexes* of one north-up file on the dataset CRS.
+
+        The window is computed from the file's geotransform directly (rasterio's
+        ``from_bounds`` costs more than a cached tile read).
+        """
+        src, origin_x, origin_y, pixel_x, pixel_y = self._open(path)
+        col_off = (left - origin_x) / pixel_x
+        row_off = (origin_y - top) / pixel_y
+        cols, rows = span_x / pixel_x, span_y / pixel_y
+        col, row = round(col_off), round(row_off)
+        if (
+            abs(col - col_off) < 1e-6
+            and abs(row - row_off) < 1e-6
+            and round(cols) == width
+            and round(rows) == height
+        ):
+            return src.read(indexes, window=Window(col, row, width, height))
         return src.read(
             indexes,
-            window=window,
+            window=Window(col_off, row_off, cols, rows),
             out_shape=(len(indexes), height, width),
             resampling=self.resampling,
         )
 
-    def _open(self, path: str) -> DatasetReader:
+    def _open(self, path: str) -> _OpenFile:
         """An open handle of *path*, cached per process (forked workers reopen)."""
         if self._handles_pid != os.getpid():
             self._handles = OrderedDict()
             self._handles_pid = os.getpid()
-        src = self._handles.get(path)
-        if src is None:
+        handle = self._handles.get(path)
+        if handle is None:
             src = rasterio.open(path)
+            transform = src.transform
+            handle = _OpenFile(src, transform.c, transform.f, transform.a, -transform.e)
             if self.cache:
-                self._handles[path] = src
+                self._handles[path] = handle
                 if len(self._handles) > _MAX_OPEN_FILES:
-                    self._handles.popitem(last=False)[1].close()
+                    self._handles.popitem(last=False)[1].src.close()
         else:
             self._handles.move_to_end(path)
-        return src
+        return handle
 
     def _to_float(self, data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Stored samples as float32, complex SAR converted to backscatter."""

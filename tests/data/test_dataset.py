@@ -191,3 +191,29 @@ def test_setting_crs_is_quiet_and_keeps_reads_right(raster_writer, rng, capsys):
 
     assert capsys.readouterr().out == ''
     assert all(s['image'].shape == (1, 16, 16) for s in samples)
+
+
+def test_consecutive_reads_honour_overlaps_and_shared_edges(raster_writer):
+    # a and b share an edge; c overlaps b. Values identify the file read.
+    raster_writer('t/a.tif', np.full((1, 32, 32), 1, np.uint8), origin=(0.0, 320.0))
+    raster_writer('t/b.tif', np.full((1, 32, 32), 2, np.uint8), origin=(320.0, 320.0))
+    path = raster_writer(
+        't/c.tif', np.full((1, 32, 32), 3, np.uint8), origin=(480.0, 320.0)
+    )
+    dataset = _dataset(path.parent)
+    assert dataset._isolated == [True, False, False]
+
+    reads = [
+        ((0.0, 80.0), 1),  # inside a
+        ((10.0, 90.0), 1),  # a again (shortcut: a is isolated)
+        ((330.0, 410.0), 2),  # inside b only
+    ]
+    for (x0, x1), value in reads:
+        image = dataset[x0:x1, 100.0:180.0]['image']
+        assert torch.all(image == value), (x0, value)
+    mixed = dataset[490.0:570.0, 100.0:180.0]['image']  # inside b and c: merged
+    assert (
+        dataset._direct_read_target((slice(490.0, 570.0), slice(100.0, 180.0)))[0]
+        is None
+    )
+    assert set(mixed.unique().tolist()) <= {2.0, 3.0}
