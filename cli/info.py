@@ -35,10 +35,29 @@ def info(
 ) -> None:
     """Describe the sensor groups found in PATHS (folders, searched recursively, or files).
 
+    A model file (.safetensors, e.g. RUN_DIR/pretrained.safetensors) is described
+    instead: architecture, sensor groups and their statistics, training summary.
     Without PATHS, describes the built-in sample (a synthetic optical and SAR landscape).
     """
     from dspt_geo.data.summary import describe_rasters, format_description
 
+    models = [p for p in paths if p.endswith('.safetensors')]
+    if models:
+        from dspt_geo.models.summary import (
+            describe_model_file,
+            format_model_description,
+        )
+
+        described = [describe_model_file(p) for p in models]
+        if as_json:
+            click.echo(
+                json.dumps(described if len(described) > 1 else described[0], indent=2)
+            )
+        else:
+            click.echo('\n\n'.join(format_model_description(d) for d in described))
+        paths = tuple(p for p in paths if p not in models)
+        if not paths:
+            return
     if not paths:
         from dspt_geo.data.synthetic import builtin_sample
 

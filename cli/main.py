@@ -1,6 +1,5 @@
 """The ``dspt-geo`` command group: logging, error reporting, subcommands."""
 
-import logging
 from typing import Any
 
 import click
@@ -9,6 +8,8 @@ from dspt_geo import __version__
 from dspt_geo.errors import DsptGeoError
 
 from .info import info
+from .logs import configure_logging
+from .pretrain import pretrain
 
 
 class DsptGeoGroup(click.Group):
@@ -31,14 +32,8 @@ def cli(verbose: int, quiet: bool) -> None:
 
     Point `info` at raster folders to see how they will be read.
     """
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO)[min(verbose, 1)]
-    if verbose >= 2:
-        level = logging.DEBUG
-    logging.basicConfig(level=level, format='%(levelname)s: %(message)s', force=True)
-    # GDAL's own warnings (TIFF tag quirks and the like) only with -vv.
-    logging.getLogger('rasterio').setLevel(
-        logging.DEBUG if verbose >= 2 else logging.ERROR
-    )
+    configure_logging(verbose, quiet)
 
 
 cli.add_command(info)
+cli.add_command(pretrain)

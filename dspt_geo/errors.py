@@ -8,11 +8,13 @@ keeps its traceback.
 
 __all__ = (
     'CheckpointError',
+    'ConfigError',
     'DsptGeoError',
     'EmptyRasterError',
     'IncompatibleRasterError',
     'NoRastersFoundError',
     'RasterReadError',
+    'RunDirError',
 )
 
 
@@ -38,3 +40,11 @@ class EmptyRasterError(DsptGeoError, ValueError):
 
 class CheckpointError(DsptGeoError, ValueError):
     """A weights file is missing, unsafe, corrupt, or does not fit the model."""
+
+
+class ConfigError(DsptGeoError, ValueError):
+    """A configuration file or option combination is invalid."""
+
+
+class RunDirError(DsptGeoError, FileExistsError):
+    """A run folder holds a finished or different run that would be overwritten."""

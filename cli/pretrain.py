@@ -1,0 +1,259 @@
+"""``dspt-geo pretrain``: continued MAE pre-training on unlabelled raster folders."""
+
+from typing import Any
+
+import click
+import yaml
+from click.core import ParameterSource
+
+from .logs import route_lightning_logs
+from .options import crs_option, nodata_option, res_option, sar_mode_option
+
+
+def _model_args(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """Parse repeated KEY=VALUE pairs; values are read as YAML scalars."""
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise click.BadParameter(f'{item!r} is not KEY=VALUE', ctx, param)
+        parsed[key.replace('-', '_')] = yaml.safe_load(value)
+    return parsed
+
+
+@click.command()
+@click.argument('paths', nargs=-1, type=click.Path(exists=True))
+@click.option(
+    '--out',
+    type=click.Path(file_okay=False),
+    help='Run folder (config, checkpoints, metrics, previews, pretrained.safetensors). Required unless in --config.',
+)
+@click.option(
+    '--config',
+    'config_file',
+    type=click.Path(exists=True, dir_okay=False),
+    help='YAML configuration (as written to RUN_DIR/config.yaml); options given here override it.',
+)
+@click.option(
+    '--model',
+    default='vit_base_patch16_224',
+    show_default=True,
+    help='timm ViT name (vit_tiny/small/base/large_patch16_224, vit_huge_patch14_224, ...).',
+)
+@click.option(
+    '--model-arg',
+    'model_args',
+    multiple=True,
+    callback=_model_args,
+    metavar='KEY=VALUE',
+    help='Extra timm VisionTransformer argument, repeatable (e.g. depth=4, embed_dim=192).',
+)
+@click.option(
+    '--image-size',
+    type=click.IntRange(min=8),
+    default=224,
+    show_default=True,
+    help='Side of the training patches in pixels.',
+)
+@click.option(
+    '--patch-size',
+    type=click.IntRange(min=1),
+    help="ViT patch size (default: the model name's).",
+)
+@click.option(
+    '--batch-size',
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help='Patches per batch and process.',
+)
+@click.option(
+    '--accumulate',
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help='Batches per optimiser step (gradient accumulation).',
+)
+@click.option(
+    '--steps',
+    type=click.IntRange(min=1),
+    help='Length in optimiser steps (takes precedence over --epochs).',
+)
+@click.option(
+    '--epochs',
+    type=click.IntRange(min=1),
+    help='Length in epochs of --samples-per-epoch patches (default 100).',
+)
+@click.option(
+    '--samples-per-epoch',
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help='Patches drawn per epoch, all processes together.',
+)
+@click.option(
+    '--init',
+    default='none',
+    show_default=True,
+    help='Starting weights: an MAE/timm/torchgeo/dspt-geo checkpoint file, a timm name in the local Hugging Face cache, or none.',
+)
+@click.option(
+    '--mask-ratio',
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.75,
+    show_default=True,
+    help='Share of patches masked.',
+)
+@click.option(
+    '--decoder-depth',
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help='MAE decoder blocks.',
+)
+@click.option(
+    '--decoder-dim',
+    'decoder_embed_dim',
+    type=click.IntRange(min=4),
+    default=512,
+    show_default=True,
+    help='MAE decoder width (a multiple of 4).',
+)
+@click.option(
+    '--decoder-heads',
+    'decoder_num_heads',
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help='MAE decoder attention heads.',
+)
+@click.option(
+    '--base-lr',
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.5e-4,
+    show_default=True,
+    help='Learning rate per 256 images (peak = base-lr x effective batch / 256).',
+)
+@click.option(
+    '--lr',
+    type=click.FloatRange(min=0, min_open=True),
+    help='Absolute peak learning rate, instead of --base-lr scaling (1e-3 suits short small-batch runs).',
+)
+@click.option(
+    '--weight-decay',
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help='AdamW weight decay (not on norms, biases, embeddings, tokens).',
+)
+@click.option(
+    '--warmup-steps',
+    type=click.IntRange(min=0),
+    help='Linear warmup steps (default: 5% of the run).',
+)
+@click.option(
+    '--min-valid-fraction',
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help='Skip patches with a smaller share of valid (non-nodata) pixels.',
+)
+@crs_option
+@res_option
+@nodata_option
+@sar_mode_option
+@click.option(
+    '--accelerator',
+    default='auto',
+    show_default=True,
+    help='Lightning accelerator: auto, cpu, gpu, ...',
+)
+@click.option(
+    '--devices',
+    default='auto',
+    show_default=True,
+    help='Devices per node: a number, a list such as 0,1, or auto.',
+)
+@click.option(
+    '--num-nodes',
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help='Nodes (under SLURM or torchrun).',
+)
+@click.option(
+    '--strategy',
+    default='auto',
+    show_default=True,
+    help='Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...',
+)
+@click.option(
+    '--precision',
+    help='Lightning precision (default: bf16-mixed on a GPU, 32-true on the CPU).',
+)
+@click.option(
+    '--num-workers',
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help='Data-loading worker processes per training process.',
+)
+@click.option(
+    '--checkpoint-every',
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help='Save a checkpoint every this many steps.',
+)
+@click.option(
+    '--log-every',
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help='Write a row of metrics.csv every this many steps.',
+)
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
+@click.option(
+    '--resume',
+    is_flag=True,
+    help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',
+)
+@click.option(
+    '--overwrite', is_flag=True, help='Delete the run in --out and start over.'
+)
+@click.pass_context
+def pretrain(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    config_file: str | None,
+    resume: bool,
+    overwrite: bool,
+    **options: Any,
+) -> None:
+    """Continue MAE pre-training of a ViT on the unlabelled rasters in PATHS.
+
+    PATHS are folders (searched recursively) or files, optical and SAR mixed: each
+    sensor group gets its own patch-embedding stem on one shared encoder. Writes
+    RUN_DIR/pretrained.safetensors for `dspt-geo finetune`.
+    """
+    from dspt_geo.train.config import PretrainConfig
+    from dspt_geo.train.run import pretrain as run_pretraining
+
+    route_lightning_logs()
+
+    settings: dict[str, Any] = (
+        PretrainConfig.read_yaml(config_file) if config_file else {}
+    )
+    for name, value in options.items():
+        explicit = ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+        if explicit or name not in settings:
+            if name == 'model_args' and not value and name in settings:
+                continue
+            settings[name] = value
+    if paths:
+        settings['paths'] = list(paths)
+    config = PretrainConfig.from_dict(settings)
+    path = run_pretraining(config, resume=resume, overwrite=overwrite)
+    click.echo(path)

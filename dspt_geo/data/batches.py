@@ -1,0 +1,98 @@
+"""Batches from several sensor groups, one group per batch, groups interleaved.
+
+A model with one stem per sensor group needs every batch to hold one band layout.
+:class:`SensorBatchStream` draws, batch after batch, a group (with probability
+proportional to the square root of its pixel count, so that a small SAR archive
+beside a large optical one is still seen often) and fills the batch from that
+group's :class:`~dspt_geo.data.sampling.PatchStream`.
+"""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from .dataset import SensorDataset
+from .sampling import PatchStream, process_shard
+
+__all__ = ('SensorBatchStream',)
+
+
+class SensorBatchStream(IterableDataset[dict[str, Any]]):
+    """Batches ``{'image', 'valid', 'sensor'}`` interleaving sensor groups.
+
+    Use with ``DataLoader(stream, batch_size=None, num_workers=N)``: batching happens
+    here. Every process (DDP rank x DataLoader worker) yields its share of
+    *batches* per epoch, drawn from its own seed.
+    """
+
+    def __init__(
+        self,
+        datasets: Mapping[str, SensorDataset],
+        size: int,
+        batch_size: int,
+        batches: int,
+        min_valid_fraction: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        """Initialise the stream.
+
+        Args:
+            datasets: sensor group name -> dataset.
+            size: patch size in pixels.
+            batch_size: patches per batch.
+            batches: batches per epoch over all processes.
+            min_valid_fraction: patches with fewer valid pixels are skipped.
+            seed: base seed.
+        """
+        self.names = list(datasets)
+        self.batch_size = batch_size
+        self.batches = batches
+        self.seed = seed
+        self.epoch = 0
+        self._iterations = 0
+        self.streams = {
+            name: PatchStream(
+                dataset,
+                size=size,
+                length=batches * batch_size,
+                min_valid_fraction=min_valid_fraction,
+                seed=seed + i,
+            )
+            for i, (name, dataset) in enumerate(datasets.items())
+        }
+        pixels = np.array([
+            sum(r.width * r.height for r in datasets[name].group.rasters)
+            for name in self.names
+        ], dtype=np.float64)  # fmt: skip
+        weights = np.sqrt(pixels)
+        self.weights = torch.as_tensor(weights / weights.sum())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new patches for *epoch*."""
+        self.epoch = epoch
+        for stream in self.streams.values():
+            stream.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Batches this process yields per epoch (all its workers together)."""
+        shard, shards = process_shard()
+        return self.batches // shards + (1 if shard < self.batches % shards else 0)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Yield this process's share of batches."""
+        shard, shards = process_shard()
+        quota = self.batches // shards + (1 if shard < self.batches % shards else 0)
+        state = np.random.SeedSequence([self.seed, self.epoch, self._iterations, shard])
+        self._iterations += 1
+        generator = torch.Generator().manual_seed(int(state.generate_state(1)[0]))
+        patches = {name: iter(stream) for name, stream in self.streams.items()}
+        for _ in range(quota):
+            name = self.names[int(torch.multinomial(self.weights, 1, generator=generator))]
+            dataset = self.streams[name].dataset
+            images = [next(patches[name])['image'] for _ in range(self.batch_size)]
+            batch = torch.stack(images)
+            valid = torch.stack([dataset.valid_mask(image) for image in images])
+            yield {'image': batch, 'valid': valid, 'sensor': name}

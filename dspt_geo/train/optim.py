@@ -1,0 +1,97 @@
+"""AdamW parameter groups and the warmup + cosine learning-rate schedule."""
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+__all__ = ('WarmupCosine', 'decay_groups', 'scaled_lr')
+
+
+def scaled_lr(base_lr: float, effective_batch: int) -> float:
+    """MAE's linear scaling rule: ``base_lr * effective_batch / 256``."""
+    return base_lr * effective_batch / 256
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    """Norms, biases, position embeddings and tokens take no weight decay."""
+    return param.ndim <= 1 or 'pos_embed' in name or 'token' in name
+
+
+def decay_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float
+) -> list[dict[str, object]]:
+    """Split parameters into a weight-decay group and a no-decay group.
+
+    Args:
+        named_parameters: ``module.named_parameters()``.
+        weight_decay: decay of the first group.
+
+    Returns:
+        parameter groups for :class:`torch.optim.AdamW` (empty groups left out).
+    """
+    decay, no_decay = [], []
+    for name, param in named_parameters:
+        if param.requires_grad:
+            (no_decay if _no_decay(name, param) else decay).append(param)
+    groups = [
+        {'params': decay, 'weight_decay': weight_decay},
+        {'params': no_decay, 'weight_decay': 0.0},
+    ]
+    return [group for group in groups if group['params']]
+
+
+class WarmupCosine(LambdaLR):
+    """Linear warmup from 0, then cosine decay to *min_ratio* of the peak, per step.
+
+    Its state is the step reached; the warmup, length and floor are settings of the
+    run, not restored by :meth:`load_state_dict`, so that a run resumed with more
+    steps stretches the cosine to its new length instead of staying at the old
+    run's final rate.
+    """
+
+    #: Attributes that are settings of the schedule, not its state.
+    SETTINGS = ('warmup_steps', 'total_steps', 'min_ratio')
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int,
+        total_steps: int,
+        min_ratio: float = 0.0,
+    ) -> None:
+        """Initialise the schedule.
+
+        Args:
+            optimizer: optimiser whose groups' ``lr`` is the peak.
+            warmup_steps: steps of linear warmup.
+            total_steps: steps of the whole run.
+            min_ratio: final learning rate as a share of the peak.
+        """
+        self.warmup_steps = warmup_steps
+        self.total_steps = max(total_steps, warmup_steps + 1)
+        self.min_ratio = min_ratio
+        super().__init__(optimizer, self.factor)
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate at *step*."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(
+            1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        )
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.min_ratio + (1 - self.min_ratio) * cosine
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step reached, keeping this schedule's settings."""
+        super().load_state_dict(
+            {
+                key: value
+                for key, value in state_dict.items()
+                if key not in self.SETTINGS
+            }
+        )

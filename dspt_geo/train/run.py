@@ -1,0 +1,355 @@
+"""A pre-training run from start to exported model: run folder, resume, export.
+
+The run folder holds ``config.yaml`` (the resolved configuration), ``checkpoints/``
+(every ``checkpoint_every`` steps and ``last.ckpt``), ``metrics.csv``, ``previews/``
+(reconstructions per epoch), ``stats/`` (normalisation statistics) and, at the end,
+``pretrained.safetensors``. Running again into a folder with checkpoints resumes
+from ``last.ckpt``; a finished run is never overwritten without ``overwrite``.
+"""
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+
+from ..errors import RunDirError
+from ..models import load_init_weights, save_model_file
+from .callbacks import MetricsCSV, ReconstructionPreview
+from .config import PretrainConfig
+from .datamodule import PretrainDataModule, discover_groups
+from .optim import scaled_lr
+from .pretrain import MAEPretrainTask
+
+__all__ = ('MODEL_FILE', 'pretrain')
+
+logger = logging.getLogger(__name__)
+
+#: Name of the exported model in the run folder.
+MODEL_FILE = 'pretrained.safetensors'
+
+#: What the run folder holds; ``overwrite`` removes these and nothing else.
+_RUN_CONTENTS = (
+    'config.yaml',
+    'checkpoints',
+    'metrics.csv',
+    'previews',
+    'stats',
+    MODEL_FILE,
+)
+
+#: Settings that fix the model's shape: a run resumes only if they are unchanged.
+_SHAPE_SETTINGS = (
+    'model', 'model_args', 'patch_size', 'decoder_embed_dim', 'decoder_depth',
+    'decoder_num_heads', 'norm_pix_loss',
+)  # fmt: skip
+
+#: Below this peak learning rate, short small-batch runs barely move (measured: a
+#: tiny ViT at batch 64 learnt with 1e-3 to 1.5e-3, not with the scaled 4e-5).
+_LOW_LR = 1e-4
+
+
+def pretrain(
+    config: PretrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+) -> Path:
+    """Run (or resume) continued MAE pre-training and export the model.
+
+    The data, the patch size and the starting weights are checked before anything
+    in the run folder is written or, with *overwrite*, deleted.
+
+    Args:
+        config: the run's configuration.
+        resume: continue a finished run (with a larger ``steps``/``epochs``); an
+            unfinished run in the folder is resumed anyway.
+        overwrite: delete a previous run in the folder and start over.
+        callbacks: further Lightning callbacks (e.g. to time or watch the run).
+
+    Returns:
+        path of the exported model file.
+
+    Raises:
+        RunDirError: If the folder holds a finished run (without *resume* or
+            *overwrite*) or a run of another model shape.
+    """
+    run = config.run_dir
+    checkpoint = _check_run_dir(config, resume=resume, overwrite=overwrite)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    groups = discover_groups(
+        config.paths, crs=config.crs, res=config.res, nodata=config.nodata
+    )
+    sensors = {group.name: list(group.bands) for group in groups}
+
+    trainer = _trainer(config, run, multi_sensor=len(groups) > 1)
+    effective_batch = config.batch_size * config.accumulate * trainer.world_size
+    lr = (
+        config.lr
+        if config.lr is not None
+        else scaled_lr(config.base_lr, effective_batch)
+    )
+    if lr < _LOW_LR:
+        logger.warning(
+            'peak learning rate %.2g (base_lr x batch %d / 256) is low for a short or '
+            'small-batch run; consider --lr 1e-3',
+            lr,
+            effective_batch,
+        )
+    if not torch.cuda.is_available() and any(
+        size in config.model for size in ('base', 'large', 'huge', 'giant')
+    ):
+        logger.warning(
+            'training %s on the CPU is slow (ViT-B/16: about 3 images/s on 2 cores); '
+            'for a CPU run choose --model vit_small_patch16_224 or vit_tiny_patch16_224',
+            config.model,
+        )
+
+    datamodule = PretrainDataModule(
+        groups,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        batches_per_epoch=max(1, config.samples_per_epoch // config.batch_size),
+        stats_dir=run / 'stats',
+        sar_mode=config.sar_mode,
+        crop_scale=config.crop_scale,
+        min_valid_fraction=config.min_valid_fraction,
+        num_workers=config.num_workers,
+        seed=config.seed,
+    )
+    task = MAEPretrainTask(
+        config.model,
+        sensors,
+        model_args=config.model_args,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        decoder_embed_dim=config.decoder_embed_dim,
+        decoder_depth=config.decoder_depth,
+        decoder_num_heads=config.decoder_num_heads,
+        mask_ratio=config.mask_ratio,
+        norm_pix_loss=config.norm_pix_loss,
+        lr=lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        min_lr_ratio=config.min_lr_ratio,
+    )
+    if checkpoint is None:
+        load_init_weights(
+            task.model, config.init, sensor_bands=sensors
+        )  # logs a report
+    else:
+        _check_groups(checkpoint, sensors)
+        logger.info('resuming from %s', checkpoint)
+
+    _prepare_run_dir(config, overwrite=overwrite)
+    datamodule.prepare_data()
+    datamodule.setup('fit')
+    trainer.callbacks.extend(
+        [
+            ReconstructionPreview(
+                run / 'previews', datamodule.preview_batches(), sensors
+            ),
+            *callbacks,
+        ]
+    )
+    started = time.time()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    path = run / MODEL_FILE
+    if trainer.is_global_zero:
+        _export(path, task, datamodule, config, trainer, time.time() - started)
+        logger.info('wrote %s', path)
+    return path
+
+
+def _check_run_dir(
+    config: PretrainConfig, *, resume: bool, overwrite: bool
+) -> Path | None:
+    """Return the checkpoint to resume from, if any, refusing to overwrite a run.
+
+    Reads only: :func:`_prepare_run_dir` writes once the inputs are known to be
+    good. The processes started later by the DDP launcher take the checkpoint that
+    the first one left (none after *overwrite*).
+    """
+    run = config.run_dir
+    last = run / 'checkpoints' / 'last.ckpt'
+    if rank_zero_only.rank != 0:
+        return last if last.exists() else None
+    if overwrite:
+        return None
+    saved = run / 'config.yaml'
+    if saved.exists():
+        previous = PretrainConfig.from_dict(PretrainConfig.read_yaml(saved))
+        changed = [
+            key for key in _SHAPE_SETTINGS
+            if getattr(previous, key) != getattr(config, key)
+        ]  # fmt: skip
+        if changed and last.exists():
+            details = ', '.join(
+                f'{k}: {getattr(previous, k)!r} -> {getattr(config, k)!r}'
+                for k in changed
+            )
+            msg = (
+                f'{run} holds a run of another model shape ({details}); '
+                'choose a new --out, or --overwrite to start over'
+            )
+            raise RunDirError(msg)
+        if (run / MODEL_FILE).exists() and not resume:
+            msg = (
+                f'{run} holds a finished run; use --resume with a larger --steps or '
+                '--epochs to continue it, --overwrite to start over, or a new --out'
+            )
+            raise RunDirError(msg)
+    return last if last.exists() else None
+
+
+def _prepare_run_dir(config: PretrainConfig, *, overwrite: bool) -> None:
+    """Empty the run folder for *overwrite* and write the configuration.
+
+    Only the first process writes.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    run = config.run_dir
+    if overwrite:
+        for name in _RUN_CONTENTS:
+            target = run / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    run.mkdir(parents=True, exist_ok=True)
+    config.save(run / 'config.yaml')
+
+
+def _check_groups(checkpoint: Path, sensors: dict[str, list[str]]) -> None:
+    """Refuse to resume when the data's sensor groups differ from the checkpoint's."""
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    saved = set(state['hyper_parameters']['sensors'])
+    if saved != set(sensors):
+        msg = (
+            f'the data now forms sensor groups {sorted(sensors)}, the checkpoint was '
+            f'trained on {sorted(saved)}; point at the same data, or start a new run'
+        )
+        raise RunDirError(msg)
+
+
+def _trainer(config: PretrainConfig, run: Path, *, multi_sensor: bool) -> L.Trainer:
+    """A Lightning Trainer with the run's hardware, length and checkpoints.
+
+    With several sensor groups, a step uses one group's stem and head only, which
+    DDP must be told (``find_unused_parameters``).
+    """
+    precision = config.precision or (
+        'bf16-mixed' if torch.cuda.is_available() else '32-true'
+    )
+    length: dict[str, Any] = (
+        {'max_steps': config.steps, 'max_epochs': -1}
+        if config.steps is not None
+        else {'max_epochs': config.epochs}
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=run / 'checkpoints',
+        filename='step{step:07d}',
+        auto_insert_metric_name=False,
+        every_n_train_steps=config.checkpoint_every,
+        save_last=True,
+        save_top_k=2,
+        monitor='step',
+        mode='max',
+    )
+    strategy = config.strategy
+    if multi_sensor and strategy in ('auto', 'ddp'):
+        # A throw-away Trainer resolves devices and nodes into a world size; its
+        # start-up log lines would repeat the real Trainer's.
+        lightning_logger = logging.getLogger('lightning.pytorch')
+        level = lightning_logger.level
+        lightning_logger.setLevel(logging.WARNING)
+        probe = L.Trainer(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+        )
+        lightning_logger.setLevel(level)
+        if probe.world_size > 1 and isinstance(probe.strategy, DDPStrategy):
+            strategy = 'ddp_find_unused_parameters_true'
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=strategy,
+        precision=precision,
+        accumulate_grad_batches=config.accumulate,
+        callbacks=[checkpoints, MetricsCSV(run / 'metrics.csv', config.log_every)],
+        logger=False,
+        default_root_dir=run,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        log_every_n_steps=config.log_every,
+        **length,
+    )
+
+
+def _export(
+    path: Path,
+    task: MAEPretrainTask,
+    datamodule: PretrainDataModule,
+    config: PretrainConfig,
+    trainer: L.Trainer,
+    seconds: float,
+) -> None:
+    """Write the self-describing model file for the fine-tuners."""
+    model = task.model
+    sensors = {}
+    for name, dataset in datamodule.datasets.items():
+        group = dataset.group
+        sensors[name] = {
+            'in_chans': group.count,
+            'bands': list(group.bands),
+            'dtype': group.dtype,
+            'nodata': group.nodata,
+            'sar_mode': config.sar_mode if group.is_complex else None,
+            'crs': group.crs.to_string(),
+            'res': list(group.res),
+            'statistics': datamodule.statistics[name].to_dict(),
+        }
+    metadata = {
+        'kind': 'mae-pretrained',
+        'model': {
+            'name': config.model,
+            'model_args': config.model_args,
+            'image_size': config.image_size,
+            'patch_size': model.patch_size,
+            'embed_dim': model.embed_dim,
+            'depth': len(model.encoder.blocks),
+            'decoder_embed_dim': model.decoder_embed_dim,
+            'decoder_depth': config.decoder_depth,
+            'decoder_num_heads': config.decoder_num_heads,
+            'norm_pix_loss': model.norm_pix_loss,
+            'mask_ratio': config.mask_ratio,
+        },
+        'sensors': sensors,
+        'training': {
+            'steps': trainer.global_step,
+            'epochs': trainer.current_epoch,
+            'final_loss': float(trainer.callback_metrics.get('loss', float('nan'))),
+            'seconds': round(seconds, 1),
+            'init': config.init,
+            'lr': task.hparams.lr,
+            'batch_size': config.batch_size,
+            'world_size': trainer.world_size,
+        },
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_model_file(path, state, metadata)

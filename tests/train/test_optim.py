@@ -1,0 +1,84 @@
+"""The learning-rate schedule and the weight-decay groups."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dspt_geo.train.optim import WarmupCosine, decay_groups, scaled_lr
+
+
+def schedule(total: int, warmup: int = 2, min_ratio: float = 0.0) -> WarmupCosine:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    return WarmupCosine(optimizer, warmup, total, min_ratio)
+
+
+def run(scheduler: WarmupCosine, steps: int) -> list[float]:
+    """The learning rate of each of *steps* optimiser steps."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.optimizer.param_groups[0]['lr'])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_then_cosine_to_the_floor():
+    lrs = run(schedule(total=20, warmup=4, min_ratio=0.1), 21)
+
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in itertools.pairwise(lrs[3:]))
+    assert lrs[12] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
+    assert lrs[20] == pytest.approx(0.1)
+
+
+def resume(scheduler: WarmupCosine, total: int) -> WarmupCosine:
+    """A new schedule of *total* steps, restored from *scheduler* as Lightning does."""
+    resumed = schedule(total)
+    resumed.optimizer.load_state_dict(scheduler.optimizer.state_dict())
+    resumed.load_state_dict(scheduler.state_dict())
+    return resumed
+
+
+def test_resume_restores_the_step():
+    uninterrupted = run(schedule(total=20), 20)
+    first = schedule(total=20)
+    before = run(first, 8)
+
+    after = run(resume(first, total=20), 12)
+
+    assert before + after == pytest.approx(uninterrupted)
+
+
+def test_resume_with_more_steps_stretches_the_cosine():
+    """A finished run continued to 40 steps goes on along a cosine of 40 steps."""
+    finished = schedule(total=20)
+    run(finished, 20)
+    assert finished.optimizer.param_groups[0]['lr'] == 0
+
+    after = run(resume(finished, total=40), 20)
+
+    # The first step takes the rate the optimiser stored; then the 40-step curve.
+    assert after[1:] == pytest.approx(run(schedule(total=40), 40)[21:])
+    assert min(after[1:]) > 0
+
+
+def test_norms_biases_and_tokens_take_no_weight_decay():
+    model = nn.Module()
+    model.linear = nn.Linear(4, 4)
+    model.norm = nn.LayerNorm(4)
+    model.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+    model.pos_embed = nn.Parameter(torch.zeros(1, 5, 4))
+    model.frozen = nn.Parameter(torch.zeros(4, 4), requires_grad=False)
+
+    decay, no_decay = decay_groups(model.named_parameters(), 0.05)
+
+    assert decay['weight_decay'] == 0.05 and no_decay['weight_decay'] == 0.0
+    assert [p is model.linear.weight for p in decay['params']] == [True]
+    assert len(no_decay['params']) == 5  # linear.bias, norm x2, cls_token, pos_embed
+
+
+def test_scaled_lr():
+    assert scaled_lr(1.5e-4, 4096) == pytest.approx(2.4e-3)
