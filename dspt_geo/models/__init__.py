@@ -28,3 +28,40 @@ __all__ = (
     'sincos_pos_embed_1d',
     'sincos_pos_embed_2d',
 )
+
+# Fine-tuning: the encoder of one sensor group, pyramid necks and heads, task models.
+from .encoder import EncoderSpec, SensorEncoder, build_encoder
+from .heads import BlockPyramid, PyramidPooling, SimpleFeaturePyramid, UperNetHead
+from .tasks import (
+    CONFIG_VERSION,
+    ClassificationModel,
+    DetectionModel,
+    SegmentationModel,
+    TaskModel,
+    TaskName,
+    ViTDetBackbone,
+    build_task_model,
+    build_task_model_from_config,
+    default_out_indices,
+)
+
+# mypy types the first tuple by its length; merge the two tuples when convenient.
+__all__ += (  # type: ignore[assignment]
+    'CONFIG_VERSION',
+    'BlockPyramid',
+    'ClassificationModel',
+    'DetectionModel',
+    'EncoderSpec',
+    'PyramidPooling',
+    'SegmentationModel',
+    'SensorEncoder',
+    'SimpleFeaturePyramid',
+    'TaskModel',
+    'TaskName',
+    'UperNetHead',
+    'ViTDetBackbone',
+    'build_encoder',
+    'build_task_model',
+    'build_task_model_from_config',
+    'default_out_indices',
+)

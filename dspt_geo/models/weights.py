@@ -148,11 +148,16 @@ class _Checkpoint:
     notes: list[str]
 
 
+#: Keys of the MAE decoder in the model's layout.
+_DECODER_PREFIXES = ('mask_token', 'decoder_embed.', 'decoder_blocks.', 'decoder_norm.')
+
+
 def load_init_weights(
     model: MaskedAutoencoder,
     source: str | os.PathLike[str],
     *,
     sensor_bands: Mapping[str, Sequence[str] | None] | None = None,
+    encoder_only: bool = False,
 ) -> LoadReport:
     """Load starting weights into a freshly initialised model.
 
@@ -170,6 +175,9 @@ def load_init_weights(
             initialisation.
         sensor_bands: Band names of the model's sensor groups, in input order;
             groups left out or None have unknown bands.
+        encoder_only: Load the encoder and stems only, leaving out the checkpoint's
+            decoder and reconstruction heads, whatever their size (for fine-tuning,
+            which discards the decoder).
 
     Returns:
         What was loaded, left out and adapted; it is also logged.
@@ -188,9 +196,28 @@ def load_init_weights(
         )
     else:
         path = _resolve(source)
-        report = _apply(model, _read_checkpoint(path), bands, path)
+        checkpoint = _read_checkpoint(path)
+        if encoder_only:
+            checkpoint = _without_decoder(checkpoint)
+        report = _apply(model, checkpoint, bands, path)
     logger.info('%s', report)
     return report
+
+
+def _without_decoder(checkpoint: _Checkpoint) -> _Checkpoint:
+    """The checkpoint without its decoder, mask token and reconstruction heads."""
+    decoder = [key for key in checkpoint.tensors if key.startswith(_DECODER_PREFIXES)]
+    notes = list(checkpoint.notes)
+    if decoder or checkpoint.heads:
+        notes.append('decoder weights not used: the encoder only is loaded')
+    return _Checkpoint(
+        checkpoint.format,
+        {k: v for k, v in checkpoint.tensors.items() if k not in decoder},
+        checkpoint.stems,
+        {},
+        checkpoint.bands,
+        notes,
+    )
 
 
 def _check_sensor_bands(
