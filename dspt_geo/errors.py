@@ -12,6 +12,7 @@ __all__ = (
     'DsptGeoError',
     'EmptyRasterError',
     'IncompatibleRasterError',
+    'LabelError',
     'NoRastersFoundError',
     'RasterReadError',
     'RunDirError',
@@ -48,3 +49,12 @@ class ConfigError(DsptGeoError, ValueError):
 
 class RunDirError(DsptGeoError, FileExistsError):
     """A run folder holds a finished or different run that would be overwritten."""
+
+
+class LabelError(DsptGeoError, ValueError):
+    """Labels that do not fit their images or their class table.
+
+    Raised for labels whose CRS cannot be matched to the images, labels outside every
+    image, a missing class column, an empty class, and mask values outside the class
+    table.
+    """

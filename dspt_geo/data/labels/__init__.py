@@ -1,0 +1,83 @@
+"""Labelled data for fine-tuning: classification, segmentation and detection.
+
+Start at :func:`open_labelled`, which reads labels in the forms users have them
+(class folders, chip tables, points, label rasters, polygons, colour masks, COCO,
+Pascal VOC), derives the :class:`ClassTable` once, splits train / validation / test
+(folders, a column, or spatial blocks) and returns torch datasets:
+
+* classification: ``{'image': float32 (C, H, W), 'label': int64 (), 'valid'}``
+* segmentation: ``{'image', 'mask': int64 (H, W), 'valid'}``, ``ignore_index`` where
+  there is no label
+* detection: ``{'image', 'boxes': float32 (N, 4) x0 y0 x1 y1 pixels, 'labels': int64
+  (N,), 'valid'}``
+
+``image`` holds stored values (normalise with :func:`labelled_statistics` and
+:func:`dspt_geo.data.transforms.normalise`); ``valid`` is the bool (H, W) mask of
+pixels with image data. Chip datasets are map-style; scene datasets (rasters with
+label rasters or vectors) are iterable and shard themselves across DDP ranks and
+workers. Batch with :func:`collate_labelled`.
+"""
+
+from ...errors import LabelError
+from .api import (
+    TASKS,
+    LabelledData,
+    Task,
+    collate_labelled,
+    labelled_statistics,
+    open_labelled,
+)
+from .chips import (
+    ChipClassificationDataset,
+    ChipDetectionDataset,
+    ChipSegmentationDataset,
+    list_files,
+    read_chip,
+)
+from .classes import DEFAULT_IGNORE_INDEX, ClassTable, default_palette
+from .formats import read_class_folders, read_coco, read_voc
+from .rasters import RasterLabels
+from .scenes import LocationClassificationDataset, SceneDataset
+from .split import (
+    BlockSplit,
+    ColumnSplit,
+    FolderSplit,
+    RandomSplit,
+    SplitSpec,
+    assign_blocks,
+    block_keys,
+)
+from .vectors import VectorLabels, read_table
+
+__all__ = (
+    'DEFAULT_IGNORE_INDEX',
+    'TASKS',
+    'BlockSplit',
+    'ChipClassificationDataset',
+    'ChipDetectionDataset',
+    'ChipSegmentationDataset',
+    'ClassTable',
+    'ColumnSplit',
+    'FolderSplit',
+    'LabelError',
+    'LabelledData',
+    'LocationClassificationDataset',
+    'RandomSplit',
+    'RasterLabels',
+    'SceneDataset',
+    'SplitSpec',
+    'Task',
+    'VectorLabels',
+    'assign_blocks',
+    'block_keys',
+    'collate_labelled',
+    'default_palette',
+    'labelled_statistics',
+    'list_files',
+    'open_labelled',
+    'read_chip',
+    'read_class_folders',
+    'read_coco',
+    'read_table',
+    'read_voc',
+)

@@ -1,0 +1,504 @@
+"""Labelled image chips: one small image per sample, georeferenced or not.
+
+Chips are GeoTIFF, PNG, JPEG or any other raster GDAL reads, in folders or inside a
+zip file (read in place through GDAL's ``/vsizip/``). The datasets here are
+map-style: ``len(dataset)`` chips, each read on demand, so PyTorch's samplers,
+``DistributedSampler`` included, shuffle and shard them.
+"""
+
+import logging
+import os
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+import torch
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadError
+from ..discovery import north_up
+from .classes import ClassTable
+
+__all__ = (
+    'CHIP_EXTENSIONS',
+    'ChipClassificationDataset',
+    'ChipDetectionDataset',
+    'ChipInfo',
+    'ChipSegmentationDataset',
+    'chip_info',
+    'list_files',
+    'read_chip',
+)
+
+logger = logging.getLogger(__name__)
+
+#: Extensions of chip images looked for in folders.
+CHIP_EXTENSIONS = frozenset({
+    '.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.bmp', '.gif', '.webp',
+    '.img', '.vrt',
+})  # fmt: skip
+
+
+def _normalise_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``size`` as (height, width), or None."""
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[0]), int(size[1]))
+
+
+# -- finding files, in folders and zips ------------------------------------------
+
+
+def zip_location(path: str) -> tuple[str, str] | None:
+    """(zip file, member folder) when *path* is or lies inside a ``.zip``, else None."""
+    text = str(path).removeprefix('/vsizip/')
+    parts = PurePosixPath(text.replace(os.sep, '/')).parts
+    for i, part in enumerate(parts):
+        if part.lower().endswith('.zip'):
+            archive = str(PurePosixPath(*parts[: i + 1]))
+            if os.path.isfile(archive):
+                return archive, '/'.join(parts[i + 1 :])
+    return None
+
+
+def list_files(
+    root: str | os.PathLike[str], extensions: frozenset[str] = CHIP_EXTENSIONS
+) -> list[tuple[str, str]]:
+    """Files under *root* (a folder, a ``.zip`` file or a folder inside one).
+
+    Hidden files and folders are skipped.
+
+    Args:
+        root: where to look.
+        extensions: lower-case extensions to keep.
+
+    Returns:
+        (path relative to *root* with ``/`` separators, path GDAL opens) pairs,
+        sorted.
+
+    Raises:
+        NoRastersFoundError: If *root* does not exist.
+    """
+    zipped = zip_location(str(root))
+    found: list[tuple[str, str]] = []
+    if zipped is not None:
+        archive, inner = zipped
+        prefix = inner.strip('/') + '/' if inner.strip('/') else ''
+        with zipfile.ZipFile(archive) as handle:
+            for name in handle.namelist():
+                if name.endswith('/') or not name.startswith(prefix):
+                    continue
+                relative = name[len(prefix) :]
+                if any(p.startswith('.') for p in relative.split('/')):
+                    continue
+                if os.path.splitext(name)[1].lower() in extensions:
+                    found.append((relative, f'/vsizip/{archive}/{name}'))
+        return sorted(found)
+    base = Path(root)
+    if not base.exists():
+        msg = f'no such file or folder: {base}'
+        raise NoRastersFoundError(msg)
+    if base.is_file():
+        return [(base.name, str(base.resolve()))]
+    for folder, dirs, files in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for name in files:
+            if (
+                name.startswith('.')
+                or os.path.splitext(name)[1].lower() not in extensions
+            ):
+                continue
+            full = Path(folder) / name
+            found.append((full.relative_to(base).as_posix(), str(full.resolve())))
+    return sorted(found)
+
+
+# -- reading one chip ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChipInfo:
+    """What a chip's header says.
+
+    Attributes:
+        count: image bands (an alpha band not counted).
+        dtype: numpy name of the stored data type.
+        band_names: band names, ``band_1``, ... where the file names none.
+        nodata: nodata value, or None.
+        alpha: whether the last stored band is an alpha band (0: no data); never
+            for GeoTIFF.
+        height: rows.
+        width: columns.
+        crs: CRS as a string, or None when the chip is not georeferenced.
+        centre: (x, y) of the chip centre in *crs* units, or None.
+    """
+
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    nodata: float | None
+    alpha: bool
+    height: int
+    width: int
+    crs: str | None
+    centre: tuple[float, float] | None
+
+
+def _open(path: str) -> rasterio.io.DatasetReader:
+    """Open a chip quietly (plain PNG/JPEG chips have no georeference)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as error:
+        msg = f'cannot read chip {path}: {error}'
+        raise RasterReadError(msg) from None
+
+
+def _has_alpha(src: rasterio.io.DatasetReader) -> bool:
+    """Whether the last band is transparency (PNG, WebP, GIF with RGBA or LA).
+
+    GeoTIFF bands are all data, as in the data layer: 4-band RGBN GeoTIFFs often
+    flag their near-infrared band as alpha (TIFF ExtraSamples), as the NAIP patches
+    of the sample data do.
+    """
+    return (
+        src.driver != 'GTiff'
+        and src.count in (2, 4)
+        and src.colorinterp[-1] == ColorInterp.alpha
+    )
+
+
+def chip_info(path: str) -> ChipInfo:
+    """Read a chip's header.
+
+    Raises:
+        RasterReadError: If GDAL cannot open the file.
+    """
+    with _open(path) as src:
+        alpha = _has_alpha(src)
+        count = src.count - alpha
+        names = tuple(d or '' for d in src.descriptions[:count])
+        if not all(names) or len(set(names)) != len(names):
+            names = tuple(f'band_{i + 1}' for i in range(count))
+        crs, centre = None, None
+        if src.crs is not None and north_up(src.transform):
+            crs = src.crs.to_string()
+            bounds = src.bounds
+            centre = (
+                (bounds.left + bounds.right) / 2,
+                (bounds.bottom + bounds.top) / 2,
+            )
+        return ChipInfo(
+            count=count,
+            dtype=src.dtypes[0],
+            band_names=names,
+            nodata=src.nodata,
+            alpha=alpha,
+            height=src.height,
+            width=src.width,
+            crs=crs,
+            centre=centre,
+        )
+
+
+def read_chip(
+    path: str,
+    size: tuple[int, int] | None = None,
+    resampling: Resampling = Resampling.bilinear,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """Read a whole chip and its valid-pixel mask.
+
+    A pixel is valid when it is finite in every band, not nodata in all bands, and
+    not transparent (alpha 0) where a PNG-like chip has an alpha band, which is
+    dropped.
+
+    Args:
+        path: the chip (a file or a GDAL path such as ``/vsizip/...``).
+        size: (height, width) to resample to, or None for the stored size.
+        resampling: resampling when *size* differs from the stored size.
+
+    Returns:
+        stored values (bands, H, W) in the stored data type, and the (H, W) mask.
+
+    Raises:
+        RasterReadError: If GDAL cannot read the file.
+    """
+    data, valid, _ = _read_chip(path, size, resampling)
+    return data, valid
+
+
+def _read_chip(
+    path: str, size: tuple[int, int] | None, resampling: Resampling
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_], tuple[int, int]]:
+    """:func:`read_chip`, plus the stored (height, width)."""
+    with _open(path) as src:
+        stored = (src.height, src.width)
+        shape = size or stored
+        try:
+            data = src.read(out_shape=(src.count, *shape), resampling=resampling)
+        except RasterioIOError as error:
+            msg = f'cannot read chip {path}: {error}'
+            raise RasterReadError(msg) from None
+        alpha = _has_alpha(src)
+        nodata = src.nodata
+    valid = np.ones(shape, bool)
+    if alpha:
+        valid &= data[-1] > 0
+        data = data[:-1]
+    if data.dtype.kind == 'f':
+        valid &= np.isfinite(data).all(axis=0)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= (data != nodata).any(axis=0)
+    return data, valid, stored
+
+
+# -- datasets ---------------------------------------------------------------------
+
+
+class _ChipDataset(Dataset[dict[str, Tensor]]):
+    """Chips read on demand; the band layout is the first chip's."""
+
+    #: What the dataset serves (``'classify'``, ``'segment'`` or ``'detect'``).
+    task: str = ''
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        class_table: ClassTable,
+        size: int | tuple[int, int] | None = None,
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    ) -> None:
+        if not paths:
+            msg = 'no chip to read: the split or the folder is empty'
+            raise NoRastersFoundError(msg)
+        self.paths = list(paths)
+        self.class_table = class_table
+        self.size = _normalise_size(size)
+        self.transforms = transforms
+        first = chip_info(self.paths[0])
+        #: Band names (all chips must share the first chip's layout).
+        self.bands: tuple[str, ...] = first.band_names
+        self.dtype = first.dtype
+
+    @property
+    def in_chans(self) -> int:
+        """Number of image bands."""
+        return len(self.bands)
+
+    def __len__(self) -> int:
+        """Number of chips."""
+        return len(self.paths)
+
+    def _image(self, index: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Image (float32), valid mask and the stored (height, width) of a chip."""
+        path = self.paths[index]
+        data, valid, stored = _read_chip(path, self.size, Resampling.bilinear)
+        if data.shape[0] != self.in_chans:
+            msg = (
+                f'chip {path} has {data.shape[0]} bands but the first chip '
+                f'({self.paths[0]}) has {self.in_chans}; keep one band layout per '
+                'data set'
+            )
+            raise IncompatibleRasterError(msg)
+        image = torch.from_numpy(data.astype(np.float32, copy=False))
+        return image, torch.from_numpy(valid), stored
+
+    def _finish(self, sample: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Apply the user's transforms."""
+        return self.transforms(sample) if self.transforms is not None else sample
+
+
+class ChipClassificationDataset(_ChipDataset):
+    """Image chips with one class each.
+
+    Samples: ``image`` float32 (C, H, W) stored values, ``label`` int64 scalar,
+    ``valid`` bool (H, W).
+    """
+
+    task = 'classify'
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        class_table: ClassTable,
+        size: int | tuple[int, int] | None = None,
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    ) -> None:
+        """Initialise the dataset.
+
+        Args:
+            paths: chip files (GDAL paths).
+            labels: class index of each chip.
+            class_table: the classes.
+            size: resample chips to this size (pixels, or (height, width));
+                default: the stored size.
+            transforms: function applied to each sample.
+
+        Raises:
+            ValueError: If *paths* and *labels* differ in length or a label is not
+                a class index.
+
+        .. versionadded:: 0.1
+        """
+        if len(paths) != len(labels):
+            msg = f'{len(paths)} chips but {len(labels)} labels'
+            raise ValueError(msg)
+        bad = [label for label in labels if not 0 <= label < class_table.num_classes]
+        if bad:
+            msg = f'labels {sorted(set(bad))} are not class indices 0..{class_table.num_classes - 1}'
+            raise ValueError(msg)
+        super().__init__(paths, class_table, size, transforms)
+        self.labels = [int(label) for label in labels]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Read chip *index*."""
+        image, valid, _ = self._image(index)
+        label = torch.tensor(self.labels[index], dtype=torch.int64)
+        return self._finish({'image': image, 'label': label, 'valid': valid})
+
+
+class ChipSegmentationDataset(_ChipDataset):
+    """Image chips with a mask chip each (paired by the caller).
+
+    Masks hold class values (``class_table.values``) or, when *colour_coded*, RGB
+    colours (``class_table.colours``). A mask of another size than its image is
+    resampled to it with nearest neighbour. Mask nodata, ignore values and pixels
+    where the image has no data become ``class_table.ignore_index``.
+
+    Samples: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``valid`` bool
+    (H, W).
+    """
+
+    task = 'segment'
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        mask_paths: Sequence[str],
+        class_table: ClassTable,
+        colour_coded: bool = False,
+        size: int | tuple[int, int] | None = None,
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    ) -> None:
+        """Initialise the dataset.
+
+        Args:
+            paths: image chips.
+            mask_paths: mask chip of each image chip.
+            class_table: the classes.
+            colour_coded: masks are RGB colours of *class_table*, not class values.
+            size: resample chips to this size; default: the stored size.
+            transforms: function applied to each sample.
+
+        Raises:
+            ValueError: If *paths* and *mask_paths* differ in length.
+
+        .. versionadded:: 0.1
+        """
+        if len(paths) != len(mask_paths):
+            msg = f'{len(paths)} image chips but {len(mask_paths)} masks'
+            raise ValueError(msg)
+        super().__init__(paths, class_table, size, transforms)
+        self.mask_paths = list(mask_paths)
+        self.colour_coded = colour_coded
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Read chip *index* and its mask."""
+        image, valid, _ = self._image(index)
+        path = self.mask_paths[index]
+        with _open(path) as src:
+            nodata = src.nodata
+            raw = src.read(
+                out_shape=(src.count, *image.shape[1:]), resampling=Resampling.nearest
+            )
+        unlabelled = ~valid.numpy()
+        if nodata is not None:
+            unlabelled = unlabelled | (raw == nodata).all(axis=0)
+        if self.colour_coded:
+            mask = self.class_table.encode_colours(raw, unlabelled, f'mask {path}')
+        else:
+            mask = self.class_table.encode_values(raw[0], unlabelled, f'mask {path}')
+        sample = {'image': image, 'mask': torch.from_numpy(mask), 'valid': valid}
+        return self._finish(sample)
+
+
+class ChipDetectionDataset(_ChipDataset):
+    """Image chips with horizontal boxes (COCO, Pascal VOC).
+
+    Boxes are in pixel coordinates of the stored chip, ``x0, y0, x1, y1`` with
+    (0, 0) the top-left corner of the top-left pixel; they are scaled with the chip
+    when *size* resamples it, clipped to the chip, and dropped when nothing is left.
+
+    Samples: ``image`` float32 (C, H, W), ``boxes`` float32 (N, 4), ``labels`` int64
+    (N,), ``valid`` bool (H, W). Batch with
+    :func:`~dspt_geo.data.labels.collate_labelled` (box counts differ).
+    """
+
+    task = 'detect'
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        boxes: Sequence[npt.ArrayLike],
+        labels: Sequence[npt.ArrayLike],
+        class_table: ClassTable,
+        size: int | tuple[int, int] | None = None,
+        transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+    ) -> None:
+        """Initialise the dataset.
+
+        Args:
+            paths: image chips.
+            boxes: per chip, an (N, 4) array of ``x0, y0, x1, y1`` pixel boxes.
+            labels: per chip, the (N,) class indices of its boxes.
+            class_table: the classes.
+            size: resample chips (and their boxes) to this size.
+            transforms: function applied to each sample.
+
+        Raises:
+            ValueError: If the lists differ in length or boxes and labels disagree.
+
+        .. versionadded:: 0.1
+        """
+        if not len(paths) == len(boxes) == len(labels):
+            msg = (
+                f'{len(paths)} chips, {len(boxes)} box lists, {len(labels)} label lists'
+            )
+            raise ValueError(msg)
+        self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
+        self.labels = [np.asarray(lab, dtype=np.int64).reshape(-1) for lab in labels]
+        for path, box, label in zip(paths, self.boxes, self.labels, strict=True):
+            if len(box) != len(label):
+                msg = f'{path}: {len(box)} boxes but {len(label)} labels'
+                raise ValueError(msg)
+        super().__init__(paths, class_table, size, transforms)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """Read chip *index* and its boxes."""
+        image, valid, (height, width) = self._image(index)
+        boxes = self.boxes[index].copy()
+        labels = self.labels[index]
+        out_h, out_w = image.shape[1:]
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width) * (out_w / width)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height) * (out_h / height)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        sample = {
+            'image': image,
+            'boxes': torch.from_numpy(boxes[keep]),
+            'labels': torch.from_numpy(labels[keep]),
+            'valid': valid,
+        }
+        return self._finish(sample)

@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dspt_geo.data.labels import (
+    ChipDetectionDataset,
+    LabelError,
+    RandomSplit,
+    collate_labelled,
+    open_labelled,
+)
+
+
+@pytest.fixture
+def pngs(tmp_path, png_writer, rng):
+    for name in ('a', 'b', 'c'):
+        png_writer(
+            f'images/{name}.png', rng.integers(0, 255, (3, 20, 30), dtype=np.uint8)
+        )
+    return tmp_path / 'images'
+
+
+def test_coco_boxes_over_pngs(tmp_path, pngs):
+    coco = {
+        'images': [
+            {'id': 1, 'file_name': 'a.png', 'width': 30, 'height': 20},
+            {'id': 2, 'file_name': 'b.png', 'width': 30, 'height': 20},
+            {'id': 3, 'file_name': 'c.png', 'width': 30, 'height': 20},
+        ],
+        'annotations': [
+            {
+                'id': 1,
+                'image_id': 1,
+                'category_id': 7,
+                'bbox': [2, 3, 10, 5],
+                'iscrowd': 0,
+            },
+            {'id': 2, 'image_id': 1, 'category_id': 3, 'bbox': [20, 0, 15, 4]},
+            {
+                'id': 3,
+                'image_id': 2,
+                'category_id': 3,
+                'bbox': [0, 0, 1, 1],
+                'iscrowd': 1,
+            },
+        ],
+        'categories': [{'id': 7, 'name': 'truck'}, {'id': 3, 'name': 'car'}],
+    }
+    (tmp_path / 'coco.json').write_text(json.dumps(coco))
+
+    data = open_labelled('detect', pngs, tmp_path / 'coco.json', split=None)
+
+    assert data.reader == 'coco'
+    assert isinstance(data.train, ChipDetectionDataset)
+    assert data.class_table.names == ('car', 'truck')
+    assert data.class_table.values == (3, 7)
+    sample = data.train[0]
+    assert sample['boxes'].dtype == torch.float32
+    assert sample['labels'].dtype == torch.int64
+    torch.testing.assert_close(
+        sample['boxes'], torch.tensor([[2.0, 3.0, 12.0, 8.0], [20.0, 0.0, 30.0, 4.0]])
+    )  # the second box clipped to the image
+    assert sample['labels'].tolist() == [1, 0]
+    assert data.train[1]['boxes'].shape == (0, 4), 'crowd boxes left out'
+
+    batch = next(
+        iter(DataLoader(data.train, batch_size=3, collate_fn=collate_labelled))
+    )
+    assert batch['image'].shape == (3, 3, 20, 30)
+    assert [len(b) for b in batch['boxes']] == [2, 0, 0]
+
+    resized = open_labelled(
+        'detect', pngs, tmp_path / 'coco.json', split=None, size=(40, 60)
+    )
+    torch.testing.assert_close(
+        resized.train[0]['boxes'][0], torch.tensor([4.0, 6.0, 24.0, 16.0])
+    )
+
+
+def test_pascal_voc_boxes(tmp_path, pngs):
+    folder = tmp_path / 'voc'
+    folder.mkdir()
+    for name, objects in (
+        ('a', [('boat', 1, 1, 10, 5)]),
+        ('b', [('buoy', 5, 6, 7, 8), ('boat', 2, 2, 3, 3)]),
+    ):
+        items = ''.join(
+            f'<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{x0}</xmin>'
+            f'<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>'
+            for n, x0, y0, x1, y1 in objects
+        )
+        (folder / f'{name}.xml').write_text(
+            f'<annotation><filename>{name}.png</filename><size><width>30</width>'
+            f'<height>20</height><depth>3</depth></size>{items}</annotation>'
+        )
+
+    data = open_labelled('detect', pngs, folder, split=RandomSplit(0.5, seed=0))
+
+    assert data.reader == 'voc'
+    assert data.class_table.names == ('boat', 'buoy')
+    samples = {len(d): d for d in (data.train, data.val)}
+    everything = [ds[i] for ds in (data.train, data.val) for i in range(len(ds))]
+    boxes = sorted(tuple(b) for s in everything for b in s['boxes'].tolist())
+    assert boxes == [(0.0, 0.0, 10.0, 5.0), (1.0, 1.0, 3.0, 3.0), (4.0, 5.0, 7.0, 8.0)]
+    assert len(samples) >= 1
+
+
+def test_boxes_from_polygons_over_a_raster(raster_writer, vector_writer, geo, rng):
+    image = raster_writer(
+        'img/scene.tif', rng.integers(1, 100, (2, 64, 64), dtype=np.uint16)
+    )
+    polygons = [
+        geo.pixel_box(2, 3, 10, 8),
+        geo.pixel_box(28, 28, 40, 36),  # cut by a chip edge at column 32
+        geo.to_crs(geo.pixel_box(50, 50, 54, 60), 'EPSG:3857'),  # another CRS
+    ]
+    three_857 = vector_writer(
+        'lab/c.gpkg', polygons[2:], crs='EPSG:3857', kind=['ship']
+    )
+    two_utm = vector_writer('lab/ab.gpkg', polygons[:2], kind=['car', 'ship'])
+
+    data = open_labelled(
+        'detect', image, [two_utm, three_857], 'kind', split=None, size=32
+    )
+
+    assert data.reader == 'vector-labels'
+    assert data.class_table.names == ('car', 'ship')
+    x0, y0 = geo.ORIGIN
+    sample = data.train.read((x0, y0 - 320, x0 + 320, y0))  # top-left 32 x 32 chip
+    torch.testing.assert_close(
+        sample['boxes'], torch.tensor([[2.0, 3.0, 10.0, 8.0], [28.0, 28.0, 32.0, 32.0]])
+    )
+    assert sample['labels'].tolist() == [0, 1]
+    corner = data.train.read((x0 + 320, y0 - 640, x0 + 640, y0 - 320))
+    torch.testing.assert_close(
+        corner['boxes'],
+        torch.tensor([[0.0, 0.0, 8.0, 4.0], [18.0, 18.0, 22.0, 28.0]]),
+        atol=1e-3,
+        rtol=0,
+    )
+    assert corner['labels'].tolist() == [1, 1]
+    # Columns 40..63, rows 0..23: the cut box only touches its left edge.
+    empty = data.train.read((x0 + 400, y0 - 240, x0 + 640, y0))
+    assert empty['boxes'].shape == (0, 4)
+    assert empty['labels'].shape == (0,)
+
+    folder = open_labelled('detect', image, two_utm.parent, 'kind', split=None, size=32)
+    assert len(folder.train.labels) == 3, 'a folder of vector files is read whole'
+
+
+def test_points_cannot_be_boxes(raster_writer, vector_writer, geo):
+    image = raster_writer('img/scene.tif', np.ones((1, 32, 32), np.uint8))
+    points = vector_writer('lab/p.gpkg', [geo.pixel_box(1, 1, 2, 2).centroid])
+    with pytest.raises(LabelError, match='points, which have no box'):
+        open_labelled('detect', image, points, split=None)
