@@ -7,8 +7,11 @@ import click
 from dspt_geo import __version__
 from dspt_geo.errors import DsptGeoError
 
+from .evaluate import evaluate
+from .finetune import finetune
 from .info import info
 from .logs import configure_logging
+from .predict import predict
 from .pretrain import pretrain
 
 
@@ -30,10 +33,15 @@ class DsptGeoGroup(click.Group):
 def cli(verbose: int, quiet: bool) -> None:
     """Continued MAE pre-training and fine-tuning of ViTs on your own rasters.
 
-    Point `info` at raster folders to see how they will be read.
+    Point `info` at raster folders to see how they will be read; `pretrain`
+    continues MAE pre-training on them, `finetune` fine-tunes on labelled data,
+    `evaluate` scores a fine-tuned model.
     """
     configure_logging(verbose, quiet)
 
 
 cli.add_command(info)
 cli.add_command(pretrain)
+cli.add_command(finetune)
+cli.add_command(evaluate)
+cli.add_command(predict)

@@ -1,6 +1,11 @@
 """Options shared by several commands."""
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+import yaml
+from click.core import ParameterSource
 
 from dspt_geo.data import SAR_MODES
 
@@ -29,3 +34,115 @@ sar_mode_option = click.option(
     help='How complex SAR bands become real: backscatter in dB, amplitude |z| or '
     'intensity |z|^2.',
 )
+
+
+def key_values(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, Any]:
+    """Parse repeated KEY=VALUE pairs; values are read as YAML scalars."""
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise click.BadParameter(f'{item!r} is not KEY=VALUE', ctx, param)
+        parsed[key.replace('-', '_')] = yaml.safe_load(value)
+    return parsed
+
+
+def merge_settings(
+    ctx: click.Context, settings: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """Settings of a ``--config`` file overridden by the options given explicitly.
+
+    Options left at their defaults fill only what the file leaves open; empty
+    ``KEY=VALUE`` lists never replace the file's.
+
+    Args:
+        ctx: the command's context.
+        settings: the configuration file's settings (changed in place).
+        options: the command's options by parameter name.
+
+    Returns:
+        *settings*.
+    """
+    for name, value in options.items():
+        explicit = ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+        if explicit or name not in settings:
+            if isinstance(value, dict) and not value and name in settings:
+                continue
+            settings[name] = value
+    return settings
+
+
+class MultiValueOption(click.Option):
+    """An option taking one or more values, as ``--images a.tif b.tif`` (a shell glob).
+
+    It takes the words after it up to the next option; it may also be repeated.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise the option (always ``multiple``)."""
+        kwargs['multiple'] = True
+        super().__init__(*args, **kwargs)
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        """Register the option, then make its parser take the words that follow."""
+        super().add_to_parser(parser, ctx)
+        registered = getattr(parser, '_long_opt', {})
+        for name in self.opts:
+            option = registered.get(name)
+            if option is None:
+                continue
+            store = option.process
+
+            def process(value: Any, state: Any, store: Any = store) -> None:
+                store(value, state)
+                while state.rargs and not state.rargs[0].startswith('-'):
+                    store(state.rargs.pop(0), state)
+
+            option.process = process
+
+
+def hardware_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Lightning's hardware options and the data-loading workers."""
+    options = [
+        click.option(
+            '--accelerator',
+            default='auto',
+            show_default=True,
+            help='Lightning accelerator: auto, cpu, gpu, ...',
+        ),
+        click.option(
+            '--devices',
+            default='auto',
+            show_default=True,
+            help='Devices per node: a number, a list such as 0,1, or auto.',
+        ),
+        click.option(
+            '--num-nodes',
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help='Nodes (under SLURM or torchrun).',
+        ),
+        click.option(
+            '--strategy',
+            default='auto',
+            show_default=True,
+            help='Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...',
+        ),
+        click.option(
+            '--precision',
+            help='Lightning precision (default: bf16-mixed on a GPU, 32-true on the CPU).',
+        ),
+        click.option(
+            '--num-workers',
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help='Data-loading worker processes per training process.',
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function

@@ -3,24 +3,17 @@
 from typing import Any
 
 import click
-import yaml
-from click.core import ParameterSource
 
 from .logs import route_lightning_logs
-from .options import crs_option, nodata_option, res_option, sar_mode_option
-
-
-def _model_args(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> dict[str, Any]:
-    """Parse repeated KEY=VALUE pairs; values are read as YAML scalars."""
-    parsed = {}
-    for item in values:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise click.BadParameter(f'{item!r} is not KEY=VALUE', ctx, param)
-        parsed[key.replace('-', '_')] = yaml.safe_load(value)
-    return parsed
+from .options import (
+    crs_option,
+    hardware_options,
+    key_values,
+    merge_settings,
+    nodata_option,
+    res_option,
+    sar_mode_option,
+)
 
 
 @click.command()
@@ -46,7 +39,7 @@ def _model_args(
     '--model-arg',
     'model_args',
     multiple=True,
-    callback=_model_args,
+    callback=key_values,
     metavar='KEY=VALUE',
     help='Extra timm VisionTransformer argument, repeatable (e.g. depth=4, embed_dim=192).',
 )
@@ -164,42 +157,7 @@ def _model_args(
 @res_option
 @nodata_option
 @sar_mode_option
-@click.option(
-    '--accelerator',
-    default='auto',
-    show_default=True,
-    help='Lightning accelerator: auto, cpu, gpu, ...',
-)
-@click.option(
-    '--devices',
-    default='auto',
-    show_default=True,
-    help='Devices per node: a number, a list such as 0,1, or auto.',
-)
-@click.option(
-    '--num-nodes',
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help='Nodes (under SLURM or torchrun).',
-)
-@click.option(
-    '--strategy',
-    default='auto',
-    show_default=True,
-    help='Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...',
-)
-@click.option(
-    '--precision',
-    help='Lightning precision (default: bf16-mixed on a GPU, 32-true on the CPU).',
-)
-@click.option(
-    '--num-workers',
-    type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help='Data-loading worker processes per training process.',
-)
+@hardware_options
 @click.option(
     '--checkpoint-every',
     type=click.IntRange(min=1),
@@ -243,15 +201,9 @@ def pretrain(
 
     route_lightning_logs()
 
-    settings: dict[str, Any] = (
-        PretrainConfig.read_yaml(config_file) if config_file else {}
+    settings = merge_settings(
+        ctx, PretrainConfig.read_yaml(config_file) if config_file else {}, options
     )
-    for name, value in options.items():
-        explicit = ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
-        if explicit or name not in settings:
-            if name == 'model_args' and not value and name in settings:
-                continue
-            settings[name] = value
     if paths:
         settings['paths'] = list(paths)
     config = PretrainConfig.from_dict(settings)

@@ -90,7 +90,9 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
         generator = torch.Generator().manual_seed(int(state.generate_state(1)[0]))
         patches = {name: iter(stream) for name, stream in self.streams.items()}
         for _ in range(quota):
-            name = self.names[int(torch.multinomial(self.weights, 1, generator=generator))]
+            name = self.names[
+                int(torch.multinomial(self.weights, 1, generator=generator))
+            ]
             dataset = self.streams[name].dataset
             images = [next(patches[name])['image'] for _ in range(self.batch_size)]
             batch = torch.stack(images)

@@ -22,7 +22,7 @@ from rasterio.warp import calculate_default_transform
 
 from .discovery import RasterFile
 
-__all__ = ('SensorGroup', 'group_rasters')
+__all__ = ('SensorGroup', 'group_rasters', 'layout_name')
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def group_rasters(
     for (count, dtype, band_names, _), members in sorted(layouts.items()):
         members = sorted(members, key=lambda r: r.path)
         group_crs = target_crs or _majority_crs(members)
-        name = _group_name(count, dtype, band_names)
+        name = layout_name(count, dtype, band_names)
         names[name] += 1
         groups.append(
             SensorGroup(
@@ -116,8 +116,20 @@ def group_rasters(
     return groups
 
 
-def _group_name(count: int, dtype: str, band_names: tuple[str, ...]) -> str:
-    """A readable name unique per layout, usable as a module key."""
+def layout_name(count: int, dtype: str, band_names: tuple[str, ...]) -> str:
+    """A readable name unique per band layout, usable as a module key.
+
+    Sensor groups are named so; so are the chips of fine-tuning data, so that
+    a pre-trained stem is found by name for chips of the same layout.
+
+    Args:
+        count: number of bands.
+        dtype: numpy name of the stored data type.
+        band_names: names the files give their bands, or empty.
+
+    Returns:
+        e.g. ``'4band-uint16-blue-green-red-nir'`` or ``'12band-uint16-B01-to-B12'``.
+    """
     name = f'{count}band-{dtype}'
     if band_names:
         shown = band_names if count <= 4 else (band_names[0], 'to', band_names[-1])

@@ -31,6 +31,7 @@ __all__ = (
 
 # Fine-tuning: the encoder of one sensor group, pyramid necks and heads, task models.
 from .encoder import EncoderSpec, SensorEncoder, build_encoder
+from .finetuned import FINETUNED_KIND, load_finetuned
 from .heads import BlockPyramid, PyramidPooling, SimpleFeaturePyramid, UperNetHead
 from .tasks import (
     CONFIG_VERSION,
@@ -48,6 +49,7 @@ from .tasks import (
 # mypy types the first tuple by its length; merge the two tuples when convenient.
 __all__ += (  # type: ignore[assignment]
     'CONFIG_VERSION',
+    'FINETUNED_KIND',
     'BlockPyramid',
     'ClassificationModel',
     'DetectionModel',
@@ -64,4 +66,5 @@ __all__ += (  # type: ignore[assignment]
     'build_task_model',
     'build_task_model_from_config',
     'default_out_indices',
+    'load_finetuned',
 )

@@ -463,7 +463,9 @@ def build_encoder(
         **model_args,
     )
     mae = _wrap(vit, sensor, in_chans, _TINY_DECODER)
-    report = load_init_weights(mae, init, sensor_bands={sensor: bands}, encoder_only=True)
+    report = load_init_weights(
+        mae, init, sensor_bands={sensor: bands}, encoder_only=True
+    )
     spec = EncoderSpec(
         model=model,
         in_chans=in_chans,

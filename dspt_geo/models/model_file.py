@@ -21,7 +21,13 @@ from torch import Tensor
 
 from ..errors import CheckpointError
 
-__all__ = ('FORMAT_VERSION', 'METADATA_KEY', 'load_model_file', 'save_model_file')
+__all__ = (
+    'FORMAT_VERSION',
+    'METADATA_KEY',
+    'load_model_file',
+    'read_metadata',
+    'save_model_file',
+)
 
 #: Key of the JSON metadata in the safetensors header.
 METADATA_KEY = 'dspt_geo'
@@ -123,6 +129,30 @@ def load_model_file(
             f'{FORMAT_VERSION}: update dspt-geo'
         )
     return tensors, metadata
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Read only the metadata of a model file, without its tensors.
+
+    Args:
+        path: any file.
+
+    Returns:
+        the metadata of a dspt-geo model file; None for anything else (another
+        safetensors file, a pickle, a text file, a missing file).
+
+    .. versionadded:: 0.1
+    """
+    try:
+        with safe_open(str(path), framework='pt') as file:
+            text = (file.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError):
+        return None
+    try:
+        metadata = json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        return None
+    return metadata if isinstance(metadata, dict) else None
 
 
 def _unshared(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -47,7 +47,19 @@ def format_model_description(description: dict[str, Any]) -> str:
             + f', patch {model.get("patch_size")}, width {model.get("embed_dim")}, '
             f'depth {model.get("depth")}, image {model.get("image_size")} px'
         )
-    for name, sensor in description.get('sensors', {}).items():
+    task = description.get('task')
+    if task:
+        names = [str(c.get('name')) for c in description.get('classes') or []]
+        tile = description.get('tile') or {}
+        lines.append(
+            f'  task        {task}, {len(names)} classes: {", ".join(names)}; tiles '
+            f'{tile.get("size")} px, overlap {tile.get("overlap")}'
+        )
+    sensors = dict(description.get('sensors') or {})
+    sensor = description.get('sensor')  # a fine-tuned model has one
+    if isinstance(sensor, dict):
+        sensors[str(sensor.get('name') or 'image')] = sensor
+    for name, sensor in sensors.items():
         lines.append(f'  sensor      {name}: {", ".join(sensor.get("bands") or [])}')
         stats = sensor.get('statistics')
         if stats:
@@ -55,9 +67,16 @@ def format_model_description(description: dict[str, Any]) -> str:
             lines.append(f'              mean {means}')
     training = description.get('training', {})
     if training:
+        loss = training.get('final_loss')
         lines.append(
             f'  training    {training.get("steps")} steps, final loss '
-            f'{training.get("final_loss", float("nan")):.4g}, lr {training.get("lr"):.3g}, '
+            f'{float("nan") if loss is None else loss:.4g}, lr {training.get("lr"):.3g}, '
             f'init {training.get("init")}, {training.get("seconds")} s'
         )
+        best = training.get('best')
+        if isinstance(best, dict):
+            lines.append(
+                f'  best        {training.get("metric")} {best.get("value"):.4g} at '
+                f'step {best.get("step")}'
+            )
     return '\n'.join(lines)

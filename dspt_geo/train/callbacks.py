@@ -4,6 +4,7 @@ import csv
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,34 @@ logger = logging.getLogger(__name__)
 class MetricsCSV(L.Callback):
     """Append loss, learning rate and images/s to ``metrics.csv`` every few steps.
 
-    On resume, rows past the restored step (written after the last checkpoint of a
-    killed run) are dropped first, so the curve continues without a repeat; the file
-    is rewritten atomically, so a run killed again meanwhile keeps its rows.
+    With *validation* metric names, every validation also appends a row of those
+    metrics (read from the values the module logged). On resume, rows past the
+    restored step (written after the last checkpoint of a killed run) are dropped
+    first, so the curve continues without a repeat; the file is rewritten
+    atomically, so a run killed again meanwhile keeps its rows.
     """
 
     FIELDS = ('step', 'epoch', 'sensor', 'loss', 'lr', 'images_per_s')
 
-    def __init__(self, path: str | os.PathLike[str], every_n_steps: int = 10) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        every_n_steps: int = 10,
+        fields: Sequence[str] = FIELDS,
+        validation: Sequence[str] = (),
+    ) -> None:
         """Initialise the callback.
 
         Args:
             path: the CSV file.
             every_n_steps: write a row every this many optimiser steps.
+            fields: columns of the training rows, from :attr:`FIELDS`.
+            validation: names of logged validation metrics, one column each.
         """
         self.path = Path(path)
         self.every_n_steps = every_n_steps
+        self.validation = tuple(validation)
+        self.fields = (*fields, *self.validation)
         self._images = 0
         self._since = time.perf_counter()
         self._last_step = -1
@@ -79,12 +92,14 @@ class MetricsCSV(L.Callback):
         self._last_step = step
         elapsed = time.perf_counter() - self._since
         loss = outputs['loss'] if isinstance(outputs, dict) else outputs
+        # With layer-wise decay, the head's (largest) rate is the peak of the run.
+        lr = max(group['lr'] for group in trainer.optimizers[0].param_groups)
         row = {
             'step': step,
             'epoch': trainer.current_epoch,
-            'sensor': batch['sensor'],
+            'sensor': batch.get('sensor', ''),
             'loss': f'{float(loss):.6g}',
-            'lr': f'{trainer.optimizers[0].param_groups[0]["lr"]:.6g}',
+            'lr': f'{lr:.6g}',
             'images_per_s': f'{self._images / elapsed:.4g}',
         }
         pl_module.log(
@@ -94,6 +109,22 @@ class MetricsCSV(L.Callback):
         self._images = 0
         self._since = time.perf_counter()
 
+    def on_validation_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        """Write a row of the validation metrics (first process only)."""
+        if not self.validation or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row: dict[str, Any] = {
+            'step': trainer.global_step,
+            'epoch': trainer.current_epoch,
+        }
+        for name in self.validation:
+            if name in metrics:
+                row[name] = f'{float(metrics[name]):.6g}'
+        self._write([row], mode='a')
+
     def _write(
         self, rows: list[dict[str, Any]], mode: str, path: Path | None = None
     ) -> None:
@@ -101,7 +132,9 @@ class MetricsCSV(L.Callback):
         path = path or self.path
         new = mode == 'w' or not path.exists()
         with path.open(mode, newline='') as file:
-            writer = csv.DictWriter(file, fieldnames=self.FIELDS)
+            writer = csv.DictWriter(
+                file, fieldnames=self.fields, restval='', extrasaction='ignore'
+            )
             if new:
                 writer.writeheader()
             writer.writerows(rows)

@@ -1,26 +1,109 @@
-"""The configuration of a pre-training run: defaults, YAML in and out."""
+"""The configurations of pre-training and fine-tuning runs: defaults, YAML in and out."""
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 
+from ..data.labels.split import (
+    BlockSplit,
+    ColumnSplit,
+    FolderSplit,
+    RandomSplit,
+    SplitSpec,
+)
 from ..errors import ConfigError
 
-__all__ = ('PretrainConfig',)
+__all__ = (
+    'CLASS_WEIGHTS',
+    'FinetuneConfig',
+    'PretrainConfig',
+    'RunConfig',
+    'parse_split',
+)
+
+
+class RunConfig:
+    """What the configurations of runs share: the run folder and YAML in and out.
+
+    Subclasses are dataclasses with an ``out`` field (the run folder) and name the
+    keys a configuration must hold in :attr:`REQUIRED`.
+    """
+
+    #: Keys that must be given (not None, empty or missing).
+    REQUIRED: ClassVar[tuple[str, ...]] = ('out',)
+
+    out: str
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder."""
+        return Path(self.out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as written to YAML."""
+        data: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in data.items()
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the configuration as YAML, atomically."""
+        path = Path(path)
+        tmp = path.with_name(f'.{path.name}.tmp')
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from plain data, naming unknown or missing keys.
+
+        Raises:
+            ConfigError: If a key is unknown or a required one is missing.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            msg = f'unknown configuration keys: {", ".join(unknown)}'
+            raise ConfigError(msg)
+        missing = [n for n in cls.REQUIRED if data.get(n) in (None, [], '')]
+        if missing:
+            msg = f'missing configuration: {", ".join(missing)}'
+            raise ConfigError(msg)
+        return cls(**data)
+
+    @staticmethod
+    def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read a YAML configuration file into plain data.
+
+        Raises:
+            ConfigError: If the file is not a YAML mapping.
+        """
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            msg = f'cannot read configuration {path}: {error}'
+            raise ConfigError(msg) from error
+        if not isinstance(data, dict):
+            msg = f'configuration {path} is not a YAML mapping of option: value'
+            raise ConfigError(msg)
+        return data
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """Everything a pre-training run depends on; ``RUN_DIR/config.yaml`` holds it.
 
     Defaults follow the MAE recipe of the paper (ViT-B/16, mask 0.75, norm-pix loss,
     base lr 1.5e-4 scaled by batch / 256, weight decay 0.05, AdamW betas (0.9, 0.95),
     random resized crop 0.2-1 and flips), plus 90-degree rotations.
     """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ('paths', 'out')
 
     #: Raster folders and files to pre-train on.
     paths: list[str]
@@ -96,55 +179,173 @@ class PretrainConfig:
         if self.steps is None and self.epochs is None:
             self.epochs = 100
 
-    @property
-    def run_dir(self) -> Path:
-        """The run folder."""
-        return Path(self.out)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, as written to YAML."""
-        data = dataclasses.asdict(self)
-        data['crop_scale'] = list(self.crop_scale)
-        return data
+#: How segmentation losses weight classes (see ``FinetuneConfig.class_weights``).
+CLASS_WEIGHTS = ('auto', 'median', 'inverse', 'none')
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the configuration as YAML, atomically."""
-        path = Path(path)
-        tmp = path.with_name(f'.{path.name}.tmp')
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(tmp, path)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> 'PretrainConfig':
-        """Build from plain data, naming unknown or missing keys.
+@dataclass
+class FinetuneConfig(RunConfig):
+    """Everything a fine-tuning run depends on; ``RUN_DIR/config.yaml`` holds it.
+
+    Defaults follow MAE's fine-tuning recipe (He et al. 2022): AdamW, base lr 1e-3
+    scaled by batch / 256, layer-wise lr decay 0.65, drop path 0.1, weight decay
+    0.05, warmup then cosine decay. ``model``, ``model_args``, ``image_size`` and
+    ``patch_size`` left as None are taken from a dspt-geo pre-trained ``init`` file
+    (else ``vit_base_patch16_224`` at 224 pixels).
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ('task', 'images', 'out')
+
+    #: ``'classify'``, ``'segment'`` or ``'detect'``.
+    task: Literal['classify', 'segment', 'detect']
+    #: Image rasters, chip folders, or a folder (or .zip) of class folders.
+    images: list[str]
+    #: Run folder: configuration, checkpoints, metrics, the fine-tuned model.
+    out: str
+    #: Label files (rasters, vectors, tables, COCO, VOC); none for class folders.
+    labels: list[str] = field(default_factory=list)
+    #: Column of vector or table labels holding the class.
+    class_column: str | None = None
+    #: Class table file (JSON or CSV of names, values, colours); default: derived.
+    class_table: str | None = None
+    #: ``auto``, ``none``, ``folder``, ``column:NAME``, ``blocks[:SIZE]`` or ``random``.
+    split: str = 'auto'
+    #: Starting weights: a dspt-geo pretrained file, an MAE/timm/SSL4EO file, or none.
+    init: str = 'none'
+    #: timm ViT name; None: the init file's, else vit_base_patch16_224.
+    model: str | None = None
+    #: Extra timm ``VisionTransformer`` arguments; None: the init file's.
+    model_args: dict[str, Any] | None = None
+    #: Side of the training chips in pixels; None: the init file's, else 224.
+    image_size: int | None = None
+    #: Patch size; None: the init file's, else the model name's.
+    patch_size: int | None = None
+    #: Keyword arguments of the task model (head width, detector settings, ...).
+    head_args: dict[str, Any] = field(default_factory=dict)
+    #: Chips per batch and process.
+    batch_size: int = 32
+    #: Length: optimiser steps (takes precedence) or epochs.
+    steps: int | None = None
+    epochs: int | None = None
+    #: Training chips per epoch drawn from scenes; None: as many as tile them.
+    samples_per_epoch: int | None = None
+    #: Learning rate per 256 images; the peak is base_lr x effective batch / 256.
+    base_lr: float = 1e-3
+    #: Absolute peak learning rate (of the head), overriding base_lr's scaling.
+    lr: float | None = None
+    #: Layer-wise learning-rate decay: layer i learns at lr x decay^(depth + 1 - i).
+    layer_decay: float = 0.65
+    #: Stochastic depth rate of the encoder blocks.
+    drop_path: float = 0.1
+    weight_decay: float = 0.05
+    #: Warmup steps; None is 5 % of the run.
+    warmup_steps: int | None = None
+    #: Final learning rate as a share of the peak.
+    min_lr_ratio: float = 0.0
+    #: Segmentation class weights: auto (median frequency where classes are
+    #: imbalanced), median, inverse (frequency) or none.
+    class_weights: str = 'auto'
+    #: Validate every this many optimiser steps; None: every epoch.
+    val_every: int | None = None
+    #: Save a checkpoint every this many optimiser steps (and at the end).
+    checkpoint_every: int = 500
+    #: Write a row of ``metrics.csv`` every this many optimiser steps.
+    log_every: int = 10
+    #: Overlap of prediction and evaluation windows over scenes; None: a quarter
+    #: of the image size.
+    tile_overlap: int | None = None
+    #: Detections scoring below are dropped by ``dspt-geo predict`` (detect).
+    score_threshold: float = 0.5
+    #: Hardware: Lightning's accelerator, devices, nodes, strategy, precision.
+    accelerator: str = 'auto'
+    devices: str | int = 'auto'
+    num_nodes: int = 1
+    strategy: str = 'auto'
+    #: None: bf16-mixed on a GPU, 32-true on the CPU.
+    precision: str | None = None
+    #: DataLoader worker processes per training process.
+    num_workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Normalise types that YAML cannot tell apart and check the choices.
 
         Raises:
-            ConfigError: If a key is unknown or a required one is missing.
+            ConfigError: If the task, split or class weighting is unknown.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            msg = f'unknown configuration keys: {", ".join(unknown)}'
+        self.images = [str(p) for p in _as_list(self.images)]
+        self.labels = [str(p) for p in _as_list(self.labels)]
+        self.out = str(self.out)
+        if self.task not in ('classify', 'segment', 'detect'):
+            msg = f"task must be 'classify', 'segment' or 'detect', got {self.task!r}"
             raise ConfigError(msg)
-        missing = [n for n in ('paths', 'out') if data.get(n) in (None, [], '')]
-        if missing:
-            msg = f'missing configuration: {", ".join(missing)}'
+        if self.class_weights not in CLASS_WEIGHTS:
+            msg = (
+                f'class_weights must be one of {", ".join(CLASS_WEIGHTS)}, got '
+                f'{self.class_weights!r}'
+            )
             raise ConfigError(msg)
-        return cls(**data)
+        parse_split(self.split)
+        if isinstance(self.devices, str) and self.devices.isdigit():
+            self.devices = int(self.devices)
+        if self.steps is None and self.epochs is None:
+            self.epochs = 50
+        overlap, size = self.tile_overlap, self.image_size
+        if overlap is not None and size is not None and not 0 <= overlap < size:
+            msg = (
+                f'tile_overlap must lie in [0, image_size), got {overlap} for '
+                f'{size} px tiles'
+            )
+            raise ConfigError(msg)
 
-    @staticmethod
-    def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Read a YAML configuration file into plain data.
 
-        Raises:
-            ConfigError: If the file is not a YAML mapping.
-        """
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            msg = f'cannot read configuration {path}: {error}'
-            raise ConfigError(msg) from error
-        if not isinstance(data, dict):
-            msg = f'configuration {path} is not a YAML mapping of option: value'
-            raise ConfigError(msg)
-        return data
+def _as_list(value: Any) -> list[Any]:
+    """*value* as a list: None is empty, a string is one item."""
+    if value is None:
+        return []
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    return list(value)
+
+
+def parse_split(text: str, seed: int = 0) -> SplitSpec | Literal['auto'] | None:
+    """Read a split as written on the command line.
+
+    Args:
+        text: ``auto`` (split folders, else a split column, else spatial blocks or
+            random), ``none`` (everything trains), ``folder``, ``column:NAME``,
+            ``blocks`` or ``blocks:SIZE`` (block side in CRS units), ``random``.
+        seed: seed of block and random draws.
+
+    Returns:
+        what :func:`~dspt_geo.data.labels.open_labelled` takes as ``split``.
+
+    Raises:
+        ConfigError: If *text* is not one of these.
+    """
+    name, sep, argument = str(text).partition(':')
+    name, argument = name.strip().lower(), argument.strip()
+    try:
+        match name:
+            case 'auto' if not sep:
+                return 'auto'
+            case 'none' if not sep:
+                return None
+            case 'folder' | 'folders' if not sep:
+                return FolderSplit()
+            case 'column' if argument:
+                return ColumnSplit(argument)
+            case 'blocks' | 'block':
+                size = float(argument) if argument else None
+                return BlockSplit(size=size, seed=seed)
+            case 'random' if not sep:
+                return RandomSplit(seed=seed)
+    except ValueError as error:
+        msg = f'split {text!r}: {error}'
+        raise ConfigError(msg) from error
+    msg = (
+        f'unknown split {text!r}; use auto, none, folder, column:NAME, blocks, '
+        'blocks:SIZE (in CRS units) or random'
+    )
+    raise ConfigError(msg)

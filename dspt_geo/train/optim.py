@@ -2,13 +2,19 @@
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ('WarmupCosine', 'decay_groups', 'scaled_lr')
+__all__ = (
+    'LayeredModel',
+    'WarmupCosine',
+    'decay_groups',
+    'layer_decay_groups',
+    'scaled_lr',
+)
 
 
 def scaled_lr(base_lr: float, effective_batch: int) -> float:
@@ -42,6 +48,62 @@ def decay_groups(
         {'params': no_decay, 'weight_decay': 0.0},
     ]
     return [group for group in groups if group['params']]
+
+
+class LayeredModel(Protocol):
+    """A model that numbers its parameters' layers, as the task models do."""
+
+    @property
+    def num_layers(self) -> int:
+        """Number of encoder blocks."""
+
+    def layer_id(self, name: str) -> int:
+        """Layer of a parameter: 0 for the stem, ``num_layers + 1`` for the head."""
+
+    def named_parameters(self) -> Iterable[tuple[str, nn.Parameter]]:
+        """``nn.Module.named_parameters``."""
+
+
+def layer_decay_groups(
+    model: LayeredModel, lr: float, weight_decay: float, layer_decay: float
+) -> list[dict[str, Any]]:
+    """Parameter groups with layer-wise learning-rate decay (BEiT, MAE fine-tuning).
+
+    Layer ``i`` (see the task models' ``layer_id``) learns at
+    ``lr * layer_decay ** (num_layers + 1 - i)``: the head at *lr*, the stem
+    slowest. Within a layer, norms, biases, position embeddings and tokens take no
+    weight decay (the rule of :func:`decay_groups`).
+
+    Args:
+        model: a task model (``num_layers``, ``layer_id``).
+        lr: peak learning rate of the head.
+        weight_decay: AdamW weight decay of the decayed parameters.
+        layer_decay: decay per layer; 1 gives every layer *lr*.
+
+    Returns:
+        parameter groups for :class:`torch.optim.AdamW`, each with its ``lr`` and
+        its ``layer_id``.
+
+    .. versionadded:: 0.1
+    """
+    top = model.num_layers + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = model.layer_id(name)
+        no_decay = _no_decay(name, param)
+        group = groups.setdefault(
+            (layer, no_decay),
+            {
+                'params': [],
+                'lr': lr * layer_decay ** (top - layer),
+                'weight_decay': 0.0 if no_decay else weight_decay,
+                'layer_id': layer,
+            },
+        )
+        group['params'].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 class WarmupCosine(LambdaLR):

@@ -1,16 +1,15 @@
 """The MAE pre-training task (a LightningModule)."""
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..models import MaskedAutoencoder, create_encoder
 from .optim import WarmupCosine, decay_groups
+from .rundir import random_states, restore_random_states
 
 __all__ = ('MAEPretrainTask',)
 
@@ -108,36 +107,9 @@ class MAEPretrainTask(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the random generators' states, so a resumed run draws on as before.
-
-        Kept as tensors and plain numbers: the checkpoint loads with
-        ``weights_only=True``.
-        """
-        _, keys, position, has_gauss, cached = np.random.get_state()
-        version, python_state, gauss = random.getstate()
-        checkpoint['rng_states'] = {
-            'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            'numpy': [
-                torch.from_numpy(keys.astype(np.int64)),
-                position,
-                has_gauss,
-                cached,
-            ],
-            'python': [version, list(python_state), gauss],
-        }
+        """Store the random generators' states, so a resumed run draws on as before."""
+        checkpoint['rng_states'] = random_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the random generators' states saved by :meth:`on_save_checkpoint`."""
-        states = checkpoint.get('rng_states')
-        if not states:
-            return
-        torch.set_rng_state(states['torch'])
-        if states['cuda'] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states['cuda'])
-        keys, position, has_gauss, cached = states['numpy']
-        np.random.set_state(
-            ('MT19937', keys.numpy().astype(np.uint32), position, has_gauss, cached)
-        )
-        version, python_state, gauss = states['python']
-        random.setstate((version, tuple(python_state), gauss))
+        restore_random_states(checkpoint.get('rng_states'))

@@ -8,17 +8,12 @@ from ``last.ckpt``; a finished run is never overwritten without ``overwrite``.
 """
 
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy
 
 from ..errors import RunDirError
 from ..models import load_init_weights, save_model_file
@@ -27,6 +22,13 @@ from .config import PretrainConfig
 from .datamodule import PretrainDataModule, discover_groups
 from .optim import scaled_lr
 from .pretrain import MAEPretrainTask
+from .rundir import (
+    build_trainer,
+    check_run_dir,
+    is_distributed,
+    prepare_run_dir,
+    save_last_checkpoint,
+)
 
 __all__ = ('MODEL_FILE', 'pretrain')
 
@@ -83,7 +85,13 @@ def pretrain(
             *overwrite*) or a run of another model shape.
     """
     run = config.run_dir
-    checkpoint = _check_run_dir(config, resume=resume, overwrite=overwrite)
+    checkpoint = check_run_dir(
+        config,
+        model_file=MODEL_FILE,
+        shape_settings=_SHAPE_SETTINGS,
+        resume=resume,
+        overwrite=overwrite,
+    )
     L.seed_everything(config.seed, workers=True, verbose=False)
     groups = discover_groups(
         config.paths, crs=config.crs, res=config.res, nodata=config.nodata
@@ -149,7 +157,7 @@ def pretrain(
         _check_groups(checkpoint, sensors)
         logger.info('resuming from %s', checkpoint)
 
-    _prepare_run_dir(config, overwrite=overwrite)
+    prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
     datamodule.prepare_data()
     datamodule.setup('fit')
     trainer.callbacks.extend(
@@ -162,71 +170,12 @@ def pretrain(
     )
     started = time.time()
     trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    save_last_checkpoint(trainer, run)
     path = run / MODEL_FILE
     if trainer.is_global_zero:
         _export(path, task, datamodule, config, trainer, time.time() - started)
         logger.info('wrote %s', path)
     return path
-
-
-def _check_run_dir(
-    config: PretrainConfig, *, resume: bool, overwrite: bool
-) -> Path | None:
-    """Return the checkpoint to resume from, if any, refusing to overwrite a run.
-
-    Reads only: :func:`_prepare_run_dir` writes once the inputs are known to be
-    good. The processes started later by the DDP launcher take the checkpoint that
-    the first one left (none after *overwrite*).
-    """
-    run = config.run_dir
-    last = run / 'checkpoints' / 'last.ckpt'
-    if rank_zero_only.rank != 0:
-        return last if last.exists() else None
-    if overwrite:
-        return None
-    saved = run / 'config.yaml'
-    if saved.exists():
-        previous = PretrainConfig.from_dict(PretrainConfig.read_yaml(saved))
-        changed = [
-            key for key in _SHAPE_SETTINGS
-            if getattr(previous, key) != getattr(config, key)
-        ]  # fmt: skip
-        if changed and last.exists():
-            details = ', '.join(
-                f'{k}: {getattr(previous, k)!r} -> {getattr(config, k)!r}'
-                for k in changed
-            )
-            msg = (
-                f'{run} holds a run of another model shape ({details}); '
-                'choose a new --out, or --overwrite to start over'
-            )
-            raise RunDirError(msg)
-        if (run / MODEL_FILE).exists() and not resume:
-            msg = (
-                f'{run} holds a finished run; use --resume with a larger --steps or '
-                '--epochs to continue it, --overwrite to start over, or a new --out'
-            )
-            raise RunDirError(msg)
-    return last if last.exists() else None
-
-
-def _prepare_run_dir(config: PretrainConfig, *, overwrite: bool) -> None:
-    """Empty the run folder for *overwrite* and write the configuration.
-
-    Only the first process writes.
-    """
-    if rank_zero_only.rank != 0:
-        return
-    run = config.run_dir
-    if overwrite:
-        for name in _RUN_CONTENTS:
-            target = run / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    run.mkdir(parents=True, exist_ok=True)
-    config.save(run / 'config.yaml')
 
 
 def _check_groups(checkpoint: Path, sensors: dict[str, list[str]]) -> None:
@@ -247,57 +196,14 @@ def _trainer(config: PretrainConfig, run: Path, *, multi_sensor: bool) -> L.Trai
     With several sensor groups, a step uses one group's stem and head only, which
     DDP must be told (``find_unused_parameters``).
     """
-    precision = config.precision or (
-        'bf16-mixed' if torch.cuda.is_available() else '32-true'
-    )
-    length: dict[str, Any] = (
-        {'max_steps': config.steps, 'max_epochs': -1}
-        if config.steps is not None
-        else {'max_epochs': config.epochs}
-    )
-    checkpoints = ModelCheckpoint(
-        dirpath=run / 'checkpoints',
-        filename='step{step:07d}',
-        auto_insert_metric_name=False,
-        every_n_train_steps=config.checkpoint_every,
-        save_last=True,
-        save_top_k=2,
-        monitor='step',
-        mode='max',
-    )
     strategy = config.strategy
-    if multi_sensor and strategy in ('auto', 'ddp'):
-        # A throw-away Trainer resolves devices and nodes into a world size; its
-        # start-up log lines would repeat the real Trainer's.
-        lightning_logger = logging.getLogger('lightning.pytorch')
-        level = lightning_logger.level
-        lightning_logger.setLevel(logging.WARNING)
-        probe = L.Trainer(
-            accelerator=config.accelerator,
-            devices=config.devices,
-            num_nodes=config.num_nodes,
-            strategy=strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-        )
-        lightning_logger.setLevel(level)
-        if probe.world_size > 1 and isinstance(probe.strategy, DDPStrategy):
-            strategy = 'ddp_find_unused_parameters_true'
-    return L.Trainer(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
+    if multi_sensor and strategy in ('auto', 'ddp') and is_distributed(config):
+        strategy = 'ddp_find_unused_parameters_true'
+    return build_trainer(
+        config,
+        callbacks=[MetricsCSV(run / 'metrics.csv', config.log_every)],
         strategy=strategy,
-        precision=precision,
         accumulate_grad_batches=config.accumulate,
-        callbacks=[checkpoints, MetricsCSV(run / 'metrics.csv', config.log_every)],
-        logger=False,
-        default_root_dir=run,
-        use_distributed_sampler=False,
-        enable_model_summary=False,
-        log_every_n_steps=config.log_every,
-        **length,
     )
 
 

@@ -107,6 +107,18 @@ def test_resume_continues_a_finished_run_to_more_steps(optical, finished):
     assert lrs(finished)[10] > lrs(finished)[11] > lrs(finished)[14]
 
 
+def test_the_last_checkpoint_is_at_the_final_step(optical, tmp_path):
+    """Not at the last periodic checkpoint: --resume continues from the end."""
+    run = tmp_path / 'run'
+    result = pretrain(
+        optical, '--out', run, *TINY_MODEL, '--steps', 5, '--checkpoint-every', 2
+    )
+
+    assert result.exit_code == 0, result.output
+    last = torch.load(run / 'checkpoints' / 'last.ckpt', weights_only=True)
+    assert last['global_step'] == 5
+
+
 def test_overwrite_starts_over(optical, finished):
     result = pretrain(
         optical, '--out', finished, *TINY_MODEL, '--steps', 4, '--overwrite'

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from dspt_geo.train.optim import WarmupCosine, decay_groups, scaled_lr
+from dspt_geo.models import build_encoder, build_task_model
+from dspt_geo.train.optim import (
+    WarmupCosine,
+    decay_groups,
+    layer_decay_groups,
+    scaled_lr,
+)
 
 
 def schedule(total: int, warmup: int = 2, min_ratio: float = 0.0) -> WarmupCosine:
@@ -82,3 +88,43 @@ def test_norms_biases_and_tokens_take_no_weight_decay():
 
 def test_scaled_lr():
     assert scaled_lr(1.5e-4, 4096) == pytest.approx(2.4e-3)
+
+
+def test_layer_decay_groups_scale_the_rate_by_depth():
+    encoder, _ = build_encoder(
+        'vit_tiny_patch16_224',
+        3,
+        image_size=32,
+        patch_size=8,
+        model_args={'depth': 3, 'embed_dim': 32, 'num_heads': 2},
+    )
+    model = build_task_model('classify', encoder, 4)
+
+    groups = layer_decay_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.5)
+
+    lr_of, decay_of = {}, {}
+    for group in groups:
+        for param in group['params']:
+            lr_of[id(param)], decay_of[id(param)] = group['lr'], group['weight_decay']
+    named = dict(model.named_parameters())
+    assert set(lr_of) == {id(p) for p in named.values()}
+    # Head and final norm at the peak, block i at 0.5^(3 + 1 - (i + 1)), stem slowest.
+    assert lr_of[id(named['head.weight'])] == 1.0
+    assert lr_of[id(named['encoder.norm.weight'])] == 1.0
+    assert lr_of[id(named['encoder.blocks.2.attn.qkv.weight'])] == 0.5
+    assert lr_of[id(named['encoder.blocks.0.mlp.fc1.weight'])] == 0.125
+    assert lr_of[id(named['encoder.patch_embed.proj.weight'])] == 0.0625
+    assert lr_of[id(named['encoder.cls_token'])] == 0.0625
+    # No weight decay on biases, norms and tokens (decay_groups' rule).
+    assert decay_of[id(named['head.weight'])] == 0.05
+    assert decay_of[id(named['head.bias'])] == 0.0
+    assert decay_of[id(named['encoder.blocks.1.norm1.weight'])] == 0.0
+    assert decay_of[id(named['encoder.cls_token'])] == 0.0
+    assert decay_of[id(named['encoder.blocks.1.attn.proj.weight'])] == 0.05
+    # The schedule keeps the ratios: every group follows the same curve.
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = WarmupCosine(optimizer, warmup_steps=2, total_steps=10)
+    optimizer.step()
+    scheduler.step()
+    rates = {group['layer_id']: group['lr'] for group in optimizer.param_groups}
+    assert rates[4] == pytest.approx(1.0) and rates[0] == pytest.approx(0.0625)

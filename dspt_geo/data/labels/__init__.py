@@ -15,7 +15,8 @@ Pascal VOC), derives the :class:`ClassTable` once, splits train / validation / t
 :func:`dspt_geo.data.transforms.normalise`); ``valid`` is the bool (H, W) mask of
 pixels with image data. Chip datasets are map-style; scene datasets (rasters with
 label rasters or vectors) are iterable and shard themselves across DDP ranks and
-workers. Batch with :func:`collate_labelled`.
+workers. Batch with :func:`collate_labelled`. :class:`SceneWindows` tiles a split's
+scenes with overlapping windows that score every labelled pixel once (evaluation).
 """
 
 from ...errors import LabelError
@@ -48,6 +49,7 @@ from .split import (
     block_keys,
 )
 from .vectors import VectorLabels, read_table
+from .windows import SceneWindows, axis_windows
 
 __all__ = (
     'DEFAULT_IGNORE_INDEX',
@@ -65,10 +67,12 @@ __all__ = (
     'RandomSplit',
     'RasterLabels',
     'SceneDataset',
+    'SceneWindows',
     'SplitSpec',
     'Task',
     'VectorLabels',
     'assign_blocks',
+    'axis_windows',
     'block_keys',
     'collate_labelled',
     'default_palette',

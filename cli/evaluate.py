@@ -1,0 +1,88 @@
+"""``dspt-geo evaluate``: the standard metrics of a fine-tuned model on labelled data."""
+
+import logging
+
+import click
+
+from .options import MultiValueOption
+
+logger = logging.getLogger(__name__)
+
+
+@click.command()
+@click.argument('model', type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    '--images',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    required=True,
+    help='Image rasters or folders, chip folders, or a folder (or .zip) of class folders; several may follow.',
+)
+@click.option(
+    '--labels',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    help='Labels, in any form dspt-geo finetune reads; not needed for class folders.',
+)
+@click.option(
+    '--class-column',
+    metavar='NAME',
+    help='Column of vector or table labels holding the class.',
+)
+@click.option(
+    '--split',
+    type=click.Choice(('all', 'train', 'val', 'test')),
+    default='all',
+    show_default=True,
+    help='Score every labelled sample, or the train/val/test split as the fine-tuning run drew it (its split setting and seed are in the model file).',
+)
+@click.option(
+    '--json',
+    'json_file',
+    type=click.Path(dir_okay=False),
+    help='Also write the report as JSON to this file (and, for classification, the confusion matrix as FILE_confusion.png beside it).',
+)
+@click.option(
+    '--batch-size',
+    type=click.IntRange(min=1),
+    help="Chips per batch (default: the fine-tuning run's).",
+)
+@click.option(
+    '--num-workers',
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help='Data-loading worker processes.',
+)
+def evaluate(
+    model: str,
+    images: tuple[str, ...],
+    labels: tuple[str, ...],
+    class_column: str | None,
+    split: str,
+    json_file: str | None,
+    batch_size: int | None,
+    num_workers: int,
+) -> None:
+    """Score MODEL (a fine-tuned model.safetensors) on labelled data.
+
+    Classification: overall and per-class accuracy, confusion matrix. Segmentation:
+    mIoU, per-class IoU and F1 (scenes in overlapping windows, every pixel counted
+    once). Detection: COCO mAP@0.5 and mAP@[.5:.95], overall and per class.
+    """
+    from dspt_geo.train.evaluate import evaluate as run_evaluation
+    from dspt_geo.train.evaluate import format_report, write_report
+
+    report = run_evaluation(
+        model,
+        list(images),
+        list(labels),
+        class_column,
+        split=split,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        num_workers=num_workers,
+    )
+    if json_file:
+        for path in write_report(report, json_file):
+            logger.info('wrote %s', path)
+    click.echo(format_report(report))

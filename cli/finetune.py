@@ -1,0 +1,244 @@
+"""``dspt-geo finetune``: fine-tune a (pre-trained) ViT on labelled data."""
+
+from typing import Any
+
+import click
+
+from .logs import route_lightning_logs
+from .options import MultiValueOption, hardware_options, key_values, merge_settings
+
+#: The tasks, as the library names them.
+TASKS = ('classify', 'segment', 'detect')
+
+
+def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a --split value early, as a usage error."""
+    if value is None:
+        return None
+    from dspt_geo.errors import ConfigError
+    from dspt_geo.train.config import parse_split
+
+    try:
+        parse_split(value)
+    except ConfigError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+    return value
+
+
+@click.command()
+@click.argument('task', type=click.Choice(TASKS))
+@click.option(
+    '--images',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    help='Image rasters or folders, chip folders, or a folder (or .zip) of class folders (classify); several may follow. Required unless in --config.',
+)
+@click.option(
+    '--labels',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    help='Labels: label rasters, mask chips, vectors (GeoPackage, GeoJSON, Shapefile), a CSV of chips or points, COCO JSON or Pascal VOC XML; not needed for class folders.',
+)
+@click.option(
+    '--class-column',
+    metavar='NAME',
+    help='Column of vector or table labels holding the class (default: class, label, ...; vectors without one are one class).',
+)
+@click.option(
+    '--class-table',
+    type=click.Path(exists=True, dir_okay=False),
+    help='JSON or CSV of class names, stored values and colours (needed for colour-coded masks); default: derived from the labels.',
+)
+@click.option(
+    '--split',
+    default='auto',
+    show_default=True,
+    callback=_split,
+    help='Train/validation split: auto (split folders, else a split column, else spatial blocks or random), folder, column:NAME, blocks, blocks:SIZE (CRS units), random, or none (no validation).',
+)
+@click.option(
+    '--out',
+    type=click.Path(file_okay=False),
+    help='Run folder (config, checkpoints, metrics.csv, model.safetensors). Required unless in --config.',
+)
+@click.option(
+    '--config',
+    'config_file',
+    type=click.Path(exists=True, dir_okay=False),
+    help='YAML configuration (as written to RUN_DIR/config.yaml); options given here override it.',
+)
+@click.option(
+    '--init',
+    default='none',
+    show_default=True,
+    help='Starting weights: a dspt-geo pretrained.safetensors (its model settings become the defaults), an MAE/timm/torchgeo checkpoint file, a timm name in the local Hugging Face cache, or none.',
+)
+@click.option(
+    '--model',
+    help="timm ViT name (default: the --init file's, else vit_base_patch16_224).",
+)
+@click.option(
+    '--model-arg',
+    'model_args',
+    multiple=True,
+    callback=key_values,
+    metavar='KEY=VALUE',
+    help="Extra timm VisionTransformer argument, repeatable (e.g. depth=4); default: the --init file's.",
+)
+@click.option(
+    '--image-size',
+    type=click.IntRange(min=8),
+    help="Side of the training chips in pixels, a multiple of the patch size (default: the --init file's, else 224).",
+)
+@click.option(
+    '--patch-size',
+    type=click.IntRange(min=1),
+    help="ViT patch size (default: the --init file's, else the model name's).",
+)
+@click.option(
+    '--head-arg',
+    'head_args',
+    multiple=True,
+    callback=key_values,
+    metavar='KEY=VALUE',
+    help='Task model argument, repeatable: pool=cls (classify); channels=256 (segment); out_channels, representation_size, box_head=2fc, detector_args={...} (detect).',
+)
+@click.option(
+    '--batch-size',
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help='Chips per batch and process.',
+)
+@click.option(
+    '--steps',
+    type=click.IntRange(min=1),
+    help='Length in optimiser steps (takes precedence over --epochs).',
+)
+@click.option(
+    '--epochs',
+    type=click.IntRange(min=1),
+    help='Length in epochs over the training chips (default 50).',
+)
+@click.option(
+    '--samples-per-epoch',
+    type=click.IntRange(min=1),
+    help='Training chips drawn from scenes per epoch (default: as many as tile the training area).',
+)
+@click.option(
+    '--base-lr',
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help='Learning rate per 256 images (peak = base-lr x effective batch / 256).',
+)
+@click.option(
+    '--lr',
+    type=click.FloatRange(min=0, min_open=True),
+    help='Absolute peak learning rate of the head, instead of --base-lr scaling.',
+)
+@click.option(
+    '--layer-decay',
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.65,
+    show_default=True,
+    help='Layer-wise lr decay: block i learns at lr x decay^(depth + 1 - i).',
+)
+@click.option(
+    '--drop-path',
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help='Stochastic depth rate of the encoder blocks.',
+)
+@click.option(
+    '--weight-decay',
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help='AdamW weight decay (not on norms, biases, embeddings, tokens).',
+)
+@click.option(
+    '--warmup-steps',
+    type=click.IntRange(min=0),
+    help='Linear warmup steps (default: 5% of the run).',
+)
+@click.option(
+    '--class-weights',
+    type=click.Choice(('auto', 'median', 'inverse', 'none')),
+    default='auto',
+    show_default=True,
+    help='Segmentation loss weights from the class frequencies of training masks: median frequency, inverse frequency, auto (median where the classes are over 3x imbalanced) or none.',
+)
+@click.option(
+    '--val-every',
+    type=click.IntRange(min=1),
+    help='Validate every this many steps (default: every epoch).',
+)
+@click.option(
+    '--checkpoint-every',
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help='Save a checkpoint every this many steps (and at the end).',
+)
+@click.option(
+    '--log-every',
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help='Write a training row of metrics.csv every this many steps.',
+)
+@click.option(
+    '--tile-overlap',
+    type=click.IntRange(min=0),
+    help='Overlap in pixels of the windows that evaluate and predict tile scenes with (default: a quarter of the image size); stored in the model file.',
+)
+@click.option(
+    '--score-threshold',
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help='detect: detections scoring below are dropped by dspt-geo predict (stored in the model file).',
+)
+@hardware_options
+@click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
+@click.option(
+    '--resume',
+    is_flag=True,
+    help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',
+)
+@click.option(
+    '--overwrite', is_flag=True, help='Delete the run in --out and start over.'
+)
+@click.pass_context
+def finetune(
+    ctx: click.Context,
+    task: str,
+    config_file: str | None,
+    resume: bool,
+    overwrite: bool,
+    **options: Any,
+) -> None:
+    """Fine-tune a ViT for TASK (classify, segment or detect) on labelled data.
+
+    Starts from pre-trained weights (--init, e.g. RUN_DIR/pretrained.safetensors of
+    `dspt-geo pretrain`), validates on a held-out split, and writes
+    RUN_DIR/model.safetensors for `dspt-geo evaluate` and `dspt-geo predict`.
+    """
+    from dspt_geo.train.config import FinetuneConfig
+    from dspt_geo.train.finetune_run import finetune as run_finetuning
+
+    route_lightning_logs()
+
+    for name in ('images', 'labels'):
+        options[name] = list(options[name])
+    if not options['model_args']:
+        options['model_args'] = None  # the --init file's
+    settings = merge_settings(
+        ctx, FinetuneConfig.read_yaml(config_file) if config_file else {}, options
+    )
+    settings['task'] = task
+    config = FinetuneConfig.from_dict(settings)
+    path = run_finetuning(config, resume=resume, overwrite=overwrite)
+    click.echo(path)

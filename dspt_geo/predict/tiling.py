@@ -1,0 +1,353 @@
+"""Windows over a scene, their blend weights, and a strip accumulator of logits.
+
+A scene is cut into square windows of ``size`` pixels that overlap by ``overlap``
+(stride ``size - overlap``, TG ``torchgeo/samplers/single.py``). The last window of
+each row and column is moved back to end exactly at the scene edge, so no strip is
+missed and no window reads past the scene; a scene smaller than a window gets one
+window, padded.
+
+Overlapping logits are blended by a weight that is a product of two 1-D profiles.
+Along an edge that is shared with a neighbouring window the profile is 0 for the
+outer ``overlap // 4`` pixels (where a convolution's zero padding changes the
+logits), then rises as ``sin^2`` over the rest of the overlap, then stays 1. Two
+neighbours' ramps add up to exactly 1 (a partition of unity), so the blend has no
+seam; along a scene edge the profile stays 1. Where a model's receptive-field
+radius is at most ``overlap // 4``, every blended logit comes from pixels that saw
+their whole receptive field, and the tiled result equals the whole-scene result.
+
+:class:`StripAccumulator` holds the weighted logits of one row of windows (``size``
+rows by the scene width) and hands back rows as soon as no later window touches
+them, so memory grows with the scene width, never with its area.
+"""
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+__all__ = (
+    'FinishedRows',
+    'StripAccumulator',
+    'Tile',
+    'TileGrid',
+    'axis_profile',
+    'blend_weights',
+    'cell_tiles',
+    'window_starts',
+)
+
+
+def window_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Offsets of windows of *size* covering ``[0, length)``, the last edge-aligned.
+
+    Args:
+        length: scene extent in pixels.
+        size: window extent in pixels.
+        overlap: pixels shared by neighbouring windows (``0 <= overlap < size``).
+
+    Returns:
+        increasing offsets; ``[0]`` when the scene is not larger than a window.
+
+    Raises:
+        ValueError: If the sizes are invalid.
+
+    .. versionadded:: 0.1
+    """
+    if length < 1 or size < 1 or not 0 <= overlap < size:
+        msg = f'need length >= 1, size >= 1, 0 <= overlap < size; got {length, size, overlap}'
+        raise ValueError(msg)
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, size - overlap))
+    starts.append(length - size)
+    return starts
+
+
+class Tile(NamedTuple):
+    """One window: where it is and which of its sides lie on the scene edge.
+
+    ``height`` and ``width`` are the part inside the scene; they are less than the
+    window size only when the scene is smaller than a window (the rest is padding).
+    """
+
+    #: position in the grid's row-major order.
+    number: int
+    row: int
+    col: int
+    height: int
+    width: int
+    top: bool
+    bottom: bool
+    left: bool
+    right: bool
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The windows of a scene, in row-major order.
+
+    Attributes:
+        height: scene rows.
+        width: scene columns.
+        size: window side in pixels.
+        overlap: pixels shared by neighbouring windows.
+
+    .. versionadded:: 0.1
+    """
+
+    height: int
+    width: int
+    size: int
+    overlap: int
+
+    @property
+    def rows(self) -> list[int]:
+        """Row offsets of the window rows."""
+        return window_starts(self.height, self.size, self.overlap)
+
+    @property
+    def cols(self) -> list[int]:
+        """Column offsets of the window columns."""
+        return window_starts(self.width, self.size, self.overlap)
+
+    def __len__(self) -> int:
+        """Number of windows."""
+        return len(self.rows) * len(self.cols)
+
+    def __iter__(self) -> Iterator[Tile]:
+        """Windows, row by row."""
+        rows, cols = self.rows, self.cols
+        number = 0
+        for i, row in enumerate(rows):
+            for j, col in enumerate(cols):
+                yield Tile(
+                    number=number,
+                    row=row,
+                    col=col,
+                    height=min(self.size, self.height - row),
+                    width=min(self.size, self.width - col),
+                    top=i == 0,
+                    bottom=i == len(rows) - 1,
+                    left=j == 0,
+                    right=j == len(cols) - 1,
+                )
+                number += 1
+
+
+def cell_tiles(height: int, width: int, size: int) -> list[Tile]:
+    """Windows of a classification grid: one per ``size`` x ``size`` cell.
+
+    Cell ``(i, j)`` covers rows ``i * size`` and columns ``j * size`` onwards; the
+    grid has ``ceil(height / size)`` rows and ``ceil(width / size)`` columns, so
+    the last cells may reach past the scene. Their windows are moved back inside
+    the scene (the model sees whole windows of data), or padded when the scene is
+    smaller than a window. A tile's ``number`` is ``i * columns + j``.
+
+    Args:
+        height: scene rows.
+        width: scene columns.
+        size: cell and window side in pixels.
+
+    Returns:
+        the windows, row by row.
+
+    .. versionadded:: 0.1
+    """
+    rows, cols = -(-height // size), -(-width // size)
+    tiles = []
+    for i in range(rows):
+        for j in range(cols):
+            row = max(0, min(i * size, height - size))
+            col = max(0, min(j * size, width - size))
+            tiles.append(
+                Tile(
+                    number=i * cols + j,
+                    row=row,
+                    col=col,
+                    height=min(size, height - row),
+                    width=min(size, width - col),
+                    top=True,
+                    bottom=True,
+                    left=True,
+                    right=True,
+                )
+            )
+    return tiles
+
+
+def axis_profile(
+    size: int, overlap: int, start_edge: bool, end_edge: bool
+) -> npt.NDArray[np.float32]:
+    """1-D blend profile of a window along one axis (see the module docstring).
+
+    Args:
+        size: window side in pixels.
+        overlap: pixels shared with each neighbour.
+        start_edge: the window's first pixel lies on the scene edge (no ramp).
+        end_edge: the window's last pixel lies on the scene edge (no ramp).
+
+    Returns:
+        ``(size,)`` weights in ``[0, 1]``.
+
+    .. versionadded:: 0.1
+    """
+    margin = overlap // 4
+    ramp = overlap - 2 * margin
+    distance = np.arange(size, dtype=np.float64)
+    rise = np.clip((distance - margin + 0.5) / max(ramp, 1), 0.0, 1.0)
+    rise[distance < margin] = 0.0
+    if ramp == 0:
+        rise[distance >= margin] = 1.0
+    rise = np.sin(rise * (math.pi / 2)) ** 2
+    profile = np.ones(size)
+    if not start_edge:
+        profile *= rise
+    if not end_edge:
+        profile *= rise[::-1]
+    return profile.astype(np.float32)
+
+
+def blend_weights(size: int, overlap: int, tile: Tile) -> npt.NDArray[np.float32]:
+    """2-D blend weights of *tile*: the outer product of its two axis profiles.
+
+    Args:
+        size: window side in pixels.
+        overlap: pixels shared by neighbouring windows.
+        tile: the window (its edge flags choose the profiles).
+
+    Returns:
+        ``(size, size)`` weights.
+
+    .. versionadded:: 0.1
+    """
+    rows = axis_profile(size, overlap, tile.top, tile.bottom)
+    cols = axis_profile(size, overlap, tile.left, tile.right)
+    return np.outer(rows, cols)
+
+
+class FinishedRows(NamedTuple):
+    """Scene rows that no later window touches: views into the strip.
+
+    The views are valid until the accumulator's :meth:`StripAccumulator.advance`
+    generator resumes; :meth:`logits` and :meth:`valid` compute the blend for a
+    range of columns, so that callers can bound their temporaries.
+    """
+
+    #: first scene row.
+    row: int
+    #: ``(channels, n, width)`` weighted sums of logits.
+    sums: Tensor
+    #: ``(n, width)`` sums of weights.
+    weights: Tensor
+    #: ``(n, width)`` valid input pixels.
+    seen: Tensor
+
+    @property
+    def height(self) -> int:
+        """Number of rows."""
+        return int(self.weights.shape[0])
+
+    def logits(self, cols: slice = slice(None)) -> Tensor:
+        """Blended logits (weighted means; 0 where no window contributed)."""
+        return self.sums[:, :, cols] / self.weights[:, cols].clamp_min(1e-12)
+
+    def valid(self, cols: slice = slice(None)) -> Tensor:
+        """Pixels valid in the input that got a positive weight."""
+        return self.seen[:, cols] & (self.weights[:, cols] > 0)
+
+
+class StripAccumulator:
+    """Weighted sums of logits over one row of windows, flushed row by row.
+
+    Windows must arrive in row-major order (as :class:`TileGrid` yields them).
+    Before adding a window that starts at row ``r``, call :meth:`advance` with
+    ``r``: rows above it are finished and come back blended. Memory is
+    ``(channels + 1) * size * width`` floats plus a bool mask of ``size * width``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        size: int,
+        device: torch.device | str = 'cpu',
+    ) -> None:
+        """Allocate the strip.
+
+        Args:
+            channels: logit channels (classes).
+            height: scene rows.
+            width: scene columns.
+            size: window side in pixels (rows of the strip).
+            device: where the strip lives (the model's device saves transfers).
+        """
+        self.height = height
+        self.width = width
+        self.size = size
+        self.top = 0
+        self.sums = torch.zeros(channels, size, width, device=device)
+        self.weights = torch.zeros(size, width, device=device)
+        self.valid = torch.zeros(size, width, dtype=torch.bool, device=device)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the strip."""
+        return sum(
+            t.numel() * t.element_size() for t in (self.sums, self.weights, self.valid)
+        )
+
+    def add(self, tile: Tile, logits: Tensor, weights: Tensor, valid: Tensor) -> None:
+        """Add one window's logits.
+
+        Args:
+            tile: the window; it must start at or below :attr:`top` and end within
+                the strip.
+            logits: ``(channels, size, size)`` float logits.
+            weights: ``(size, size)`` blend weights.
+            valid: ``(size, size)`` bool mask of valid input pixels.
+
+        Raises:
+            ValueError: If the window lies above the rows already flushed or below
+                the strip (windows out of row-major order).
+        """
+        offset = tile.row - self.top
+        if offset < 0 or offset + tile.height > self.size:
+            msg = f'window at row {tile.row} outside the strip at rows {self.top}+{self.size}'
+            raise ValueError(msg)
+        h, w = tile.height, tile.width
+        rows = slice(offset, offset + h)
+        cols = slice(tile.col, tile.col + w)
+        weight = weights[:h, :w] * valid[:h, :w]
+        self.sums[:, rows, cols].addcmul_(logits[:, :h, :w], weight)
+        self.weights[rows, cols].add_(weight)
+        self.valid[rows, cols] |= valid[:h, :w]
+
+    def advance(self, row: int) -> Iterator[FinishedRows]:
+        """Hand back the rows above *row* (no later window may touch them).
+
+        Args:
+            row: first row still open; the scene height finishes everything.
+
+        Yields:
+            finished rows, top to bottom, at most :attr:`size` at a time.
+        """
+        row = min(row, self.height)
+        while self.top < row:
+            n = min(row - self.top, self.size)
+            yield FinishedRows(
+                self.top, self.sums[:, :n], self.weights[:n], self.valid[:n]
+            )
+            # Shift the strip up by n rows (clone: the slices overlap).
+            for buffer in (self.sums, self.weights, self.valid):
+                rest = buffer[..., n:, :].clone()
+                buffer[..., : self.size - n, :] = rest
+                buffer[..., self.size - n :, :] = 0
+            self.top += n

@@ -1,0 +1,168 @@
+"""The fine-tuning task (a LightningModule): one class for classify, segment, detect."""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models import build_task_model_from_config
+from .metrics import TaskMetrics
+from .optim import WarmupCosine, layer_decay_groups
+from .rundir import random_states, restore_random_states
+
+__all__ = ('FinetuneTask',)
+
+
+class FinetuneTask(L.LightningModule):
+    """Fine-tune a task model (classification, UperNet, ViTDet) from its encoder.
+
+    The recipe of MAE's fine-tuning (He et al., "Masked Autoencoders Are Scalable
+    Vision Learners", CVPR 2022): AdamW with layer-wise learning-rate decay (BEiT),
+    no weight decay on norms, biases and tokens, linear warmup then cosine decay.
+    Losses: cross-entropy (segmentation: over labelled pixels, optionally weighted
+    per class); detection: Faster R-CNN's four losses summed. Validation metrics
+    are :class:`~dspt_geo.train.metrics.TaskMetrics`, logged as ``val_<name>``.
+    """
+
+    def __init__(
+        self,
+        model_config: Mapping[str, Any],
+        class_names: Sequence[str],
+        *,
+        ignore_index: int = 255,
+        lr: float = 1e-3,
+        layer_decay: float = 0.65,
+        weight_decay: float = 0.05,
+        warmup_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+        class_weights: Sequence[float] | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        model: nn.Module | None = None,
+    ) -> None:
+        """Initialise the task.
+
+        Args:
+            model_config: the task model's ``config()``; the model is rebuilt from
+                it (random weights) unless *model* is given.
+            class_names: class names in output order.
+            ignore_index: mask value of unlabelled pixels.
+            lr: peak learning rate of the head.
+            layer_decay: layer-wise learning-rate decay.
+            weight_decay: AdamW weight decay (not on norms, biases, embeddings).
+            warmup_steps: linear warmup steps (default: 5 % of the run).
+            min_lr_ratio: final learning rate as a share of the peak.
+            class_weights: per-class weights of the segmentation loss.
+            betas: AdamW betas.
+            model: the model, with its starting weights (not stored in the
+                hyperparameters; a checkpoint brings its own weights).
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=['model'])
+        #: Global step of the latest validation, None before the first.
+        self.validated_step: int | None = None
+        self.configure_models(model)
+        self.configure_losses()
+        self.configure_metrics()
+
+    @property
+    def task(self) -> str:
+        """``'classify'``, ``'segment'`` or ``'detect'``."""
+        return str(self.hparams.model_config['task'])
+
+    def configure_models(self, model: nn.Module | None = None) -> None:
+        """Take *model*, or build the model from its config."""
+        self.model = (
+            model
+            if model is not None
+            else build_task_model_from_config(self.hparams.model_config)
+        )
+
+    def configure_losses(self) -> None:
+        """Class weights of the segmentation loss, as a buffer (moves with the model)."""
+        weights = self.hparams.class_weights
+        self.register_buffer(
+            'class_weight',
+            torch.tensor(weights, dtype=torch.float32) if weights else None,
+            persistent=False,
+        )
+
+    def configure_metrics(self) -> None:
+        """The validation metrics."""
+        self.val_metrics = TaskMetrics(
+            self.task, self.hparams.class_names, self.hparams.ignore_index
+        )
+
+    def forward(self, images: Tensor) -> Any:
+        """The model's output on normalised images (eval mode: detections)."""
+        return self.model(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """One step: the task's loss on an augmented batch."""
+        images = batch['image']
+        match self.task:
+            case 'classify':
+                loss = F.cross_entropy(self.model(images), batch['label'])
+            case 'segment':
+                logits, mask = self.model(images), batch['mask']
+                if (mask != self.hparams.ignore_index).any():
+                    loss = F.cross_entropy(
+                        logits,
+                        mask,
+                        weight=self.class_weight,
+                        ignore_index=self.hparams.ignore_index,
+                    )
+                else:  # no labelled pixel: a zero loss that keeps DDP in step
+                    loss = logits.sum() * 0.0
+            case _:
+                targets = [
+                    {'boxes': boxes.float(), 'labels': labels + 1}
+                    for boxes, labels in zip(
+                        batch['boxes'], batch['labels'], strict=True
+                    )
+                ]
+                losses = self.model(images, targets)
+                loss = sum(losses.values(), images.new_zeros(()))
+        self.log('loss', loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Add a batch to the validation metrics."""
+        self.val_metrics.update(batch, self.model(batch['image']))
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's metrics (``val_accuracy``, ``val_miou``, ``val_map_50``, ...)."""
+        report = self.val_metrics.compute()
+        for name, value in self.val_metrics.scalars(report).items():
+            self.log(
+                f'val_{name}', value, prog_bar=not math.isnan(value), sync_dist=True
+            )
+        self.val_metrics.reset()
+        self.validated_step = self.global_step
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with layer-wise decay, warmup and cosine decay, stepped every step."""
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            layer_decay_groups(self.model, hp.lr, hp.weight_decay, hp.layer_decay),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = hp.warmup_steps if hp.warmup_steps is not None else max(1, total // 20)
+        scheduler = WarmupCosine(optimizer, warmup, total, hp.min_lr_ratio)
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random generators' states, so a resumed run draws on as before."""
+        checkpoint['rng_states'] = random_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the random generators' states saved by :meth:`on_save_checkpoint`."""
+        restore_random_states(checkpoint.get('rng_states'))

@@ -1,0 +1,332 @@
+"""The fine-tuning DataModule: labelled data in, normalised augmented batches out.
+
+Training batches come from :class:`~dspt_geo.data.labels.LabelledData`'s training
+split: chips (map-style, shuffled and dealt out to DDP ranks here) or random scene
+chips (iterable, sharding themselves). Validation and evaluation read every
+validation chip, or overlapping windows over the validation scenes that score
+every labelled pixel once (:class:`~dspt_geo.data.labels.SceneWindows`).
+Normalisation and augmentation run on the training device, per batch.
+"""
+
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+)
+
+from ..data.labels import LabelledData, SceneDataset, SceneWindows, collate_labelled
+from ..data.statistics import BandStatistics
+from ..data.transforms import flip_rotate, normalise, scale_crop
+
+__all__ = (
+    'FinetuneDataModule',
+    'evaluation_dataset',
+    'evaluation_loader',
+    'segmentation_class_weights',
+)
+
+logger = logging.getLogger(__name__)
+
+# Lightning warns that an IterableDataset with __len__ may repeat data across workers;
+# the scene datasets shard themselves by worker and rank, their __len__ is per process.
+warnings.filterwarnings(
+    'ignore', message='Your `IterableDataset` has `__len__` defined'
+)
+
+#: Imbalance (most / least frequent class) above which ``auto`` weights classes.
+_AUTO_IMBALANCE = 3.0
+
+#: Largest class weight: a class seen in a few pixels must not dominate the loss.
+_MAX_WEIGHT = 50.0
+
+
+def evaluation_dataset(
+    dataset: Dataset[dict[str, Tensor]], overlap: int = 0
+) -> Dataset[dict[str, Tensor]]:
+    """What to score of a split: its chips, or overlapping windows over its scenes.
+
+    Args:
+        dataset: a split of :class:`~dspt_geo.data.labels.LabelledData`.
+        overlap: pixels shared by neighbouring scene windows.
+
+    Returns:
+        the chips as they are, or :class:`SceneWindows` over the scenes' area.
+    """
+    if isinstance(dataset, SceneDataset):
+        return SceneWindows(dataset, overlap=min(overlap, dataset.size - 1))
+    return dataset
+
+
+class _Shard(Sampler[int]):
+    """Every *world*-th index from *rank*: each sample scored once over all ranks."""
+
+    def __init__(self, length: int, rank: int, world: int) -> None:
+        self.indices = range(rank, length, world)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def evaluation_loader(
+    dataset: Dataset[dict[str, Tensor]],
+    batch_size: int,
+    num_workers: int = 0,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader[dict[str, Any]]:
+    """Batches of every sample of *dataset*, in order, this process's share.
+
+    Args:
+        dataset: from :func:`evaluation_dataset`.
+        batch_size: samples per batch.
+        num_workers: DataLoader workers.
+        rank: this process's rank (map-style datasets; iterable ones shard
+            themselves).
+        world_size: number of processes.
+
+    Returns:
+        the loader, batching with :func:`~dspt_geo.data.labels.collate_labelled`.
+    """
+    sampler = (
+        None
+        if isinstance(dataset, IterableDataset)
+        else _Shard(len(dataset), rank, world_size)  # type: ignore[arg-type]
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_labelled,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def segmentation_class_weights(
+    dataset: Dataset[dict[str, Tensor]],
+    num_classes: int,
+    ignore_index: int,
+    method: Literal['auto', 'median', 'inverse', 'none'] = 'auto',
+    max_samples: int = 64,
+    seed: int = 0,
+) -> list[float] | None:
+    """Class weights of the segmentation loss from the label frequencies.
+
+    The frequencies are counted on up to *max_samples* training chips.
+    ``median``: median frequency balancing (Eigen and Fergus, ICCV 2015),
+    ``median(f) / f_c``; ``inverse``: ``1 / (K f_c)`` over the K classes present;
+    ``auto``: median frequency balancing when the most frequent class is over
+    three times as frequent as the least, else none. Weights are capped at 50;
+    classes not seen get the largest weight.
+
+    Args:
+        dataset: the training split.
+        num_classes: number of classes.
+        ignore_index: mask value of unlabelled pixels.
+        method: ``'auto'``, ``'median'``, ``'inverse'`` or ``'none'``.
+        max_samples: chips to count.
+        seed: seed of the chips drawn from map-style datasets.
+
+    Returns:
+        one weight per class, or None for an unweighted loss.
+    """
+    if method == 'none':
+        return None
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for sample in _some_samples(dataset, max_samples, seed):
+        mask = sample['mask']
+        labelled = mask[mask != ignore_index]
+        counts += torch.bincount(labelled.flatten(), minlength=num_classes)[
+            :num_classes
+        ].double()
+    present = counts > 0
+    if not present.any():
+        return None
+    frequency = counts / counts.sum()
+    seen = frequency[present]
+    if method == 'auto':
+        if float(seen.max() / seen.min()) <= _AUTO_IMBALANCE:
+            return None
+        method = 'median'
+    weights = torch.zeros(num_classes, dtype=torch.float64)
+    if method == 'median':
+        weights[present] = seen.quantile(0.5) / seen  # the mean of two middles
+    else:
+        weights[present] = 1 / (len(seen) * seen)
+    weights = weights.clamp(max=_MAX_WEIGHT)
+    weights[~present] = weights[present].max()
+    logger.info(
+        'class weights (%s frequency, from %d labelled pixels): %s',
+        method,
+        int(counts.sum()),
+        ', '.join(f'{w:.3g}' for w in weights.tolist()),
+    )
+    return [float(w) for w in weights]
+
+
+def _some_samples(
+    dataset: Dataset[dict[str, Tensor]], count: int, seed: int
+) -> Iterable[dict[str, Tensor]]:
+    """Up to *count* samples: the first drawn (iterable) or a seeded choice."""
+    if isinstance(dataset, IterableDataset):
+        for index, sample in enumerate(dataset):
+            if index >= count:
+                return
+            yield sample
+        return
+    length = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    for index in order[:count].tolist():
+        yield dataset[index]
+
+
+class FinetuneDataModule(L.LightningDataModule):
+    """Batches of labelled data for a fine-tuning run.
+
+    Augmentation on the device, per batch, in training only: random flips and
+    90-degree rotations for every task (masks and boxes alike), plus scale jitter
+    and random crops for detection.
+    """
+
+    def __init__(
+        self,
+        data: LabelledData,
+        statistics: BandStatistics,
+        *,
+        batch_size: int,
+        num_workers: int = 2,
+        overlap: int = 0,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        """Initialise the DataModule.
+
+        Args:
+            data: the opened labelled data.
+            statistics: per-band statistics to normalise with.
+            batch_size: chips per batch and process.
+            num_workers: DataLoader workers per process.
+            overlap: pixels shared by neighbouring validation windows over scenes.
+            seed: seed of the chip order.
+            augment: augment training batches.
+        """
+        super().__init__()
+        self.data = data
+        self.statistics = statistics
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.augment = augment
+        self.val = (
+            evaluation_dataset(data.val, overlap) if data.val is not None else None
+        )
+
+    @property
+    def task(self) -> str:
+        """``'classify'``, ``'segment'`` or ``'detect'``."""
+        return self.data.task
+
+    def _world(self) -> tuple[int, int]:
+        """(rank, world size) of this process."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Shuffled chips (dealt out to ranks) or this process's random scene chips."""
+        dataset = self.data.train
+        sampler: Sampler[int] | None = None
+        if isinstance(dataset, IterableDataset):
+            if self.trainer is not None and isinstance(dataset, SceneDataset):
+                dataset.set_epoch(self.trainer.current_epoch)
+        else:
+            rank, world = self._world()
+            # A new loader every epoch (see build_trainer): the epoch seeds the order.
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            state = np.random.SeedSequence([self.seed, epoch]).generate_state(1)
+            sampler = (
+                DistributedSampler(
+                    dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
+                )  # Lightning calls its set_epoch
+                if world > 1
+                else RandomSampler(
+                    dataset,  # type: ignore[arg-type]
+                    generator=torch.Generator().manual_seed(int(state[0])),
+                )
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=collate_labelled,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
+
+    def val_dataloader(self) -> DataLoader[dict[str, Any]] | list[Any]:
+        """Every validation chip or window once, over all processes (none: no split)."""
+        if self.val is None:
+            return []
+        rank, world = self._world()
+        return evaluation_loader(
+            self.val, self.batch_size, self.num_workers, rank=rank, world_size=world
+        )
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, Any], dataloader_idx: int
+    ) -> dict[str, Any]:
+        """Normalise the batch on the device; augment it when training."""
+        images = normalise(batch['image'], batch['valid'], self.statistics)
+        batch = {**batch, 'image': images}
+        if self.augment and self.trainer is not None and self.trainer.training:
+            batch = augment_batch(batch, self.task)
+        return batch
+
+
+def augment_batch(batch: dict[str, Any], task: str) -> dict[str, Any]:
+    """Flips and 90-degree rotations; scale jitter and crops first for detection.
+
+    Args:
+        batch: a normalised batch of :func:`collate_labelled`.
+        task: ``'classify'``, ``'segment'`` or ``'detect'``.
+
+    Returns:
+        the augmented batch (a new dict).
+    """
+    images, valid = batch['image'], batch['valid']
+    match task:
+        case 'classify':
+            images, valid, _, _ = flip_rotate(images, valid)
+            return {**batch, 'image': images, 'valid': valid}
+        case 'segment':
+            images, valid, masks, _ = flip_rotate(images, valid, masks=batch['mask'])
+            return {**batch, 'image': images, 'valid': valid, 'mask': masks}
+        case _:
+            images, valid, boxes, labels = scale_crop(
+                images, valid, batch['boxes'], batch['labels']
+            )
+            images, valid, _, moved = flip_rotate(images, valid, boxes=boxes)
+            return {
+                **batch,
+                'image': images,
+                'valid': valid,
+                'boxes': moved,
+                'labels': labels,
+            }

@@ -1,0 +1,474 @@
+"""A fine-tuning run from labelled data to one self-describing model file.
+
+The run folder holds ``config.yaml`` (the resolved configuration),
+``checkpoints/`` (every ``checkpoint_every`` steps and ``last.ckpt``),
+``metrics.csv`` (training loss and learning rate every ``log_every`` steps, the
+validation metrics after every validation), ``data.json`` (normalisation
+statistics and class weights, reused on resume) and, at the end,
+``model.safetensors`` (see :mod:`dspt_geo.models.finetuned` for its metadata).
+Running again into a folder with checkpoints resumes from ``last.ckpt``; a
+finished run is never overwritten without ``overwrite``.
+"""
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from rasterio.crs import CRS
+
+from ..data.groups import layout_name
+from ..data.labels import LabelledData, open_labelled
+from ..data.statistics import BandStatistics
+from ..errors import CheckpointError, ConfigError, RunDirError
+from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model_file
+from ..models.model_file import read_metadata
+from .callbacks import MetricsCSV
+from .config import FinetuneConfig, parse_split
+from .finetune import FinetuneTask
+from .finetune_data import FinetuneDataModule, segmentation_class_weights
+from .metrics import MONITORED
+from .optim import scaled_lr
+from .rundir import build_trainer, check_run_dir, prepare_run_dir, save_last_checkpoint
+
+__all__ = ('FINETUNED_FILE', 'finetune', 'resolve_model_settings')
+
+logger = logging.getLogger(__name__)
+
+#: Name of the exported model in the run folder.
+FINETUNED_FILE = 'model.safetensors'
+
+#: Statistics and class weights of the run, computed once.
+_DATA_FILE = 'data.json'
+
+#: What the run folder holds; ``overwrite`` removes these and nothing else.
+_RUN_CONTENTS = (
+    'config.yaml',
+    'checkpoints',
+    'metrics.csv',
+    _DATA_FILE,
+    FINETUNED_FILE,
+)
+
+#: Settings that fix the model's shape: a run resumes only if they are unchanged.
+_SHAPE_SETTINGS = (
+    'task', 'model', 'model_args', 'image_size', 'patch_size', 'head_args',
+)  # fmt: skip
+
+#: The model of a run that names none and starts from no dspt-geo file.
+_DEFAULT_MODEL = 'vit_base_patch16_224'
+_DEFAULT_IMAGE_SIZE = 224
+
+#: Training columns of ``metrics.csv`` (validation metrics follow).
+_TRAIN_FIELDS = ('step', 'epoch', 'loss', 'lr', 'images_per_s')
+
+#: Validation metrics logged per task, one ``metrics.csv`` column each.
+_VALIDATION = {
+    'classify': ('val_accuracy',),
+    'segment': ('val_miou', 'val_pixel_accuracy'),
+    'detect': ('val_map_50', 'val_map'),
+}
+
+
+def resolve_model_settings(config: FinetuneConfig) -> FinetuneConfig:
+    """Fill the model settings left open from a dspt-geo pre-trained ``init`` file.
+
+    ``model``, ``model_args``, ``image_size`` and ``patch_size`` left as None are
+    taken from the file's metadata (``metadata['model']``); without one, the model
+    is ``vit_base_patch16_224`` at 224 pixels, its patch size the name's.
+    ``tile_overlap`` defaults to a quarter of the image size.
+
+    Args:
+        config: the run's configuration.
+
+    Returns:
+        the configuration with these settings filled.
+
+    Raises:
+        CheckpointError: If ``init`` is a fine-tuned model file.
+        ConfigError: If the tile overlap does not fit the image size.
+    """
+    metadata = read_metadata(config.init) if config.init.lower() != 'none' else None
+    if metadata is not None and metadata.get('kind') == FINETUNED_KIND:
+        msg = (
+            f'--init {config.init} is a fine-tuned model; fine-tuning starts from '
+            'pre-trained weights (a dspt-geo pretrained.safetensors, MAE, timm or '
+            'SSL4EO file)'
+        )
+        raise CheckpointError(msg)
+    pretrained = (metadata or {}).get('model') or {}
+    model = config.model or pretrained.get('name') or _DEFAULT_MODEL
+    same = model == pretrained.get('name')  # the file's settings fit its model only
+    image_size = int(
+        config.image_size
+        or (same and pretrained.get('image_size'))
+        or _DEFAULT_IMAGE_SIZE
+    )
+    model_args = config.model_args
+    if model_args is None:
+        model_args = dict(pretrained.get('model_args') or {}) if same else {}
+    return dataclasses.replace(  # checks the overlap against the image size
+        config,
+        model=model,
+        model_args=model_args,
+        image_size=image_size,
+        patch_size=config.patch_size
+        or (pretrained.get('patch_size') if same else None),
+        tile_overlap=(
+            config.tile_overlap if config.tile_overlap is not None else image_size // 4
+        ),
+    )
+
+
+def finetune(
+    config: FinetuneConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+) -> Path:
+    """Run (or resume) fine-tuning and export the model file.
+
+    The labelled data, the model settings and the starting weights are checked
+    before anything in the run folder is written or, with *overwrite*, deleted.
+
+    Args:
+        config: the run's configuration.
+        resume: continue a finished run (with a larger ``steps``/``epochs``); an
+            unfinished run in the folder is resumed anyway.
+        overwrite: delete a previous run in the folder and start over.
+        callbacks: further Lightning callbacks.
+
+    Returns:
+        path of the exported model file, ``RUN_DIR/model.safetensors``.
+
+    Raises:
+        RunDirError: If the folder holds a finished run (without *resume* or
+            *overwrite*) or a run of another model or data.
+        LabelError: If the labels do not fit the images or the class table.
+        CheckpointError: If the starting weights cannot be read or do not fit.
+        ConfigError: If the settings do not fit each other or the data.
+
+    .. versionadded:: 0.1
+    """
+    config = resolve_model_settings(config)
+    run = config.run_dir
+    checkpoint = check_run_dir(
+        config,
+        model_file=FINETUNED_FILE,
+        shape_settings=_SHAPE_SETTINGS,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = open_labelled(
+        config.task,
+        config.images,
+        config.labels or None,
+        config.class_column,
+        parse_split(config.split, config.seed),
+        class_table=config.class_table,
+        size=config.image_size,
+        length=config.samples_per_epoch,
+        seed=config.seed,
+    )
+    if checkpoint is None:
+        model = _build_model(config, data)
+        model_config = model.config()
+    else:
+        model, model_config = None, _checkpoint_model_config(checkpoint, data)
+        logger.info('resuming from %s', checkpoint)
+    reuse = (run / _DATA_FILE).exists() and (
+        checkpoint is not None or rank_zero_only.rank != 0
+    )
+    statistics, class_weights = (
+        _read_data_file(run / _DATA_FILE) if reuse else _describe_data(config, data)
+    )
+
+    trainer = build_trainer(
+        config,
+        callbacks=[
+            MetricsCSV(
+                run / 'metrics.csv',
+                config.log_every,
+                fields=_TRAIN_FIELDS,
+                validation=_VALIDATION[config.task],
+            ),
+            *callbacks,
+        ],
+        num_sanity_val_steps=0,
+        **_validation_schedule(config, data),
+    )
+    lr = (
+        config.lr
+        if config.lr is not None
+        else scaled_lr(config.base_lr, config.batch_size * trainer.world_size)
+    )
+    table = data.class_table
+    task = FinetuneTask(
+        model_config,
+        table.names,
+        ignore_index=table.ignore_index,
+        lr=lr,
+        layer_decay=config.layer_decay,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        min_lr_ratio=config.min_lr_ratio,
+        class_weights=class_weights,
+        model=model,
+    )
+    datamodule = FinetuneDataModule(
+        data,
+        statistics,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        overlap=config.tile_overlap or 0,
+        seed=config.seed,
+    )
+
+    prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
+    if rank_zero_only.rank == 0 and not reuse:
+        _write_data_file(run / _DATA_FILE, statistics, class_weights)
+    started = time.time()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    loss = trainer.callback_metrics.get('loss')  # validate() clears it
+    if datamodule.val is not None and task.validated_step != trainer.global_step:
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+    save_last_checkpoint(trainer, run)
+    path = run / FINETUNED_FILE
+    if trainer.is_global_zero:
+        metadata = _metadata(
+            config,
+            data,
+            statistics,
+            task,
+            trainer,
+            lr=lr,
+            class_weights=class_weights,
+            final_loss=None if loss is None else float(loss),
+            seconds=time.time() - started,
+        )
+        state = {k: v.detach().cpu() for k, v in task.model.state_dict().items()}
+        save_model_file(path, state, metadata)
+        logger.info('wrote %s', path)
+    return path
+
+
+def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
+    """The task model around an encoder holding the starting weights."""
+    assert config.model is not None and config.image_size is not None, 'resolved'
+    encoder, _ = build_encoder(  # the load report is logged
+        config.model,
+        data.in_chans,
+        sensor=_sensor_name(data),
+        bands=data.bands,
+        init=config.init,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        drop_path_rate=config.drop_path,
+        model_args=config.model_args,
+    )
+    patch = encoder.patch_size
+    smallest = patch if config.task == 'classify' else 2 * patch
+    if config.image_size % patch or config.image_size < smallest:
+        fitting = max(smallest, round(config.image_size / patch) * patch)
+        msg = (
+            f'image size {config.image_size} does not fit patch size {patch}: it must '
+            f'be a multiple of it, at least {smallest} px for {config.task}; '
+            f'try --image-size {fitting}'
+        )
+        raise ConfigError(msg)
+    try:
+        return build_task_model(
+            config.task, encoder, data.num_classes, **config.head_args
+        )
+    except ValueError as error:
+        msg = f'--head-arg: {error}'
+        raise ConfigError(msg) from error
+
+
+def _checkpoint_model_config(checkpoint: Path, data: LabelledData) -> dict[str, Any]:
+    """The model config of the run to resume, checked against the data."""
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    hparams = state['hyper_parameters']
+    names, saved = list(data.class_table.names), list(hparams['class_names'])
+    in_chans = hparams['model_config']['encoder']['in_chans']
+    if names != saved or in_chans != data.in_chans:
+        msg = (
+            f'the data now has classes {names} and {data.in_chans} bands; the '
+            f'checkpoint was trained on classes {saved} and {in_chans} bands; point '
+            'at the same data, or start a new run (--overwrite or a new --out)'
+        )
+        raise RunDirError(msg)
+    config: dict[str, Any] = hparams['model_config']
+    return config
+
+
+def _describe_data(
+    config: FinetuneConfig, data: LabelledData
+) -> tuple[BandStatistics, list[float] | None]:
+    """Normalisation statistics and (segmentation) class weights of the data."""
+    statistics = data.statistics(seed=config.seed)
+    weights = None
+    if config.task == 'segment':
+        weights = segmentation_class_weights(
+            data.train,
+            data.num_classes,
+            data.class_table.ignore_index,
+            config.class_weights,  # type: ignore[arg-type]
+            seed=config.seed,
+        )
+    return statistics, weights
+
+
+def _write_data_file(
+    path: Path, statistics: BandStatistics, class_weights: list[float] | None
+) -> None:
+    """Write the statistics and class weights, atomically."""
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(
+        json.dumps(
+            {'statistics': statistics.to_dict(), 'class_weights': class_weights},
+            indent=1,
+        )
+    )
+    os.replace(tmp, path)
+
+
+def _read_data_file(path: Path) -> tuple[BandStatistics, list[float] | None]:
+    """The statistics and class weights a run started with."""
+    data = json.loads(path.read_text())
+    return BandStatistics.from_dict(data['statistics']), data['class_weights']
+
+
+def _validation_schedule(config: FinetuneConfig, data: LabelledData) -> dict[str, Any]:
+    """Trainer arguments: validate every ``val_every`` steps, else every epoch."""
+    if data.val is None:
+        logger.warning(
+            'the split leaves no validation data: the run reports no metric '
+            '(choose --split, or add validation data)'
+        )
+        return {'limit_val_batches': 0}
+    if config.val_every is None:
+        return {}
+    return {'val_check_interval': config.val_every, 'check_val_every_n_epoch': None}
+
+
+def _sensor_name(data: LabelledData) -> str:
+    """The images' sensor group, or the chips' band layout named alike."""
+    if data.images is not None:
+        return data.images.group.name
+    generic = all(band == f'band_{i + 1}' for i, band in enumerate(data.bands))
+    dtype = str(getattr(data.train, 'dtype', 'float32'))
+    return layout_name(data.in_chans, dtype, () if generic else data.bands)
+
+
+def _sensor(data: LabelledData, statistics: BandStatistics) -> dict[str, Any]:
+    """What prediction needs to read scenes as training did."""
+    images = data.images
+    nodata, sar_mode, res = None, None, None
+    if images is not None:
+        nodata = images.nodata
+        if images.group.is_complex:
+            sar_mode = images.sar_mode
+        crs = CRS.from_user_input(images.crs)
+        if crs.is_projected and crs.linear_units_factor[1] == 1.0:  # metres
+            res = [float(images.res[0]), float(images.res[1])]
+    return {
+        'name': _sensor_name(data),
+        'bands': list(data.bands),
+        'in_chans': data.in_chans,
+        'nodata': None if nodata is None else float(nodata),
+        'sar_mode': sar_mode,
+        'statistics': statistics.to_dict(),
+        'res': res,
+    }
+
+
+def _validation_history(path: Path, name: str) -> list[tuple[int, float]]:
+    """(step, value) of every validation of *name* in ``metrics.csv``."""
+    if not path.exists():
+        return []
+    with path.open(newline='') as file:
+        rows = list(csv.DictReader(file))
+    history = []
+    for row in rows:
+        value = row.get(name) or ''
+        if value and not math.isnan(float(value)):
+            history.append((int(row['step']), float(value)))
+    return history
+
+
+def _metadata(
+    config: FinetuneConfig,
+    data: LabelledData,
+    statistics: BandStatistics,
+    task: FinetuneTask,
+    trainer: L.Trainer,
+    *,
+    lr: float,
+    class_weights: list[float] | None,
+    final_loss: float | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """The model file's metadata (schema in :mod:`dspt_geo.models.finetuned`)."""
+    table = data.class_table
+    model_config = task.model.config()
+    encoder = model_config['encoder']
+    metric = f'val_{MONITORED[config.task]}'
+    history = _validation_history(config.run_dir / 'metrics.csv', metric)
+    best = max(history, key=lambda item: item[1], default=None)
+    final = history[-1] if history else None
+    return {
+        'kind': FINETUNED_KIND,
+        'task': config.task,
+        'classes': [
+            {'name': name, 'colour': list(colour)}
+            for name, colour in zip(table.names, table.colours, strict=True)
+        ],
+        'sensor': _sensor(data, statistics),
+        'tile': {'size': config.image_size, 'overlap': config.tile_overlap},
+        'score_threshold': config.score_threshold,
+        'model_config': model_config,
+        'class_table': table.to_dict(),
+        'model': {
+            'name': encoder['model'],
+            'model_args': encoder['model_args'],
+            'image_size': encoder['image_size'],
+            'patch_size': encoder['patch_size'],
+            'embed_dim': task.model.encoder.embed_dim,
+            'depth': task.model.num_layers,
+        },
+        'training': {
+            'steps': trainer.global_step,
+            'epochs': trainer.current_epoch,
+            'seconds': round(seconds, 1),
+            'init': config.init,
+            'lr': lr,
+            'layer_decay': config.layer_decay,
+            'weight_decay': config.weight_decay,
+            'drop_path': config.drop_path,
+            'batch_size': config.batch_size,
+            'world_size': trainer.world_size,
+            'final_loss': final_loss,
+            'class_weights': class_weights,
+            'images': config.images,
+            'labels': config.labels,
+            'class_column': config.class_column,
+            'reader': data.reader,
+            'split': config.split,
+            'seed': config.seed,
+            'metric': metric,
+            'best': None if best is None else {'step': best[0], 'value': best[1]},
+            'final': None if final is None else {'step': final[0], 'value': final[1]},
+        },
+    }

@@ -1,0 +1,104 @@
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+
+from dspt_geo.errors import IncompatibleRasterError
+from dspt_geo.predict import PredictionSpec, SceneReader, predict_scene, select_bands
+from dspt_geo.predict.tiling import TileGrid
+
+from .conftest import ConvNet, ValueClassifier
+
+
+@pytest.mark.parametrize(
+    ('descriptions', 'bands', 'expected'),
+    [
+        (['nir', 'red', 'green', 'blue'], ['red', 'green', 'blue'], [2, 3, 4]),
+        (['B04', 'B03', 'B02'], ['b02', 'b03', 'b04'], [3, 2, 1]),
+        ([None, None, None], ['red', 'green', 'blue'], [1, 2, 3]),
+        (['VV', 'VH'], ['band_1', 'band_2'], [1, 2]),
+    ],
+)
+def test_select_bands(
+    descriptions: list[str | None], bands: list[str], expected: list[int]
+) -> None:
+    assert select_bands(descriptions, bands) == expected
+
+
+def test_reader_masks_nodata_like_training(
+    raster_writer: Callable[..., Path], make_spec: Callable[..., PredictionSpec]
+) -> None:
+    data = np.full((3, 10, 10), 9, dtype=np.uint8)
+    data[:, 0, 0] = 0  # nodata in all bands: invalid
+    data[0, 0, 1] = 0  # nodata in one band only: valid (as SensorDataset.valid_mask)
+    path = raster_writer('s.tif', data)  # no nodata declared: training's (0) applies
+    with SceneReader(path, make_spec()) as reader:
+        (tile,) = TileGrid(10, 10, 16, 4)
+        image, valid = reader.read(tile, 16)
+    assert image.shape == (3, 16, 16) and image.dtype == np.float32
+    assert not valid[0, 0] and valid[0, 1] and valid[:10, :10].sum() == 99
+    assert not valid[10:].any() and not valid[:, 10:].any(), 'padding is invalid'
+
+
+def test_complex_sar_is_converted_by_the_model_sar_mode(
+    raster_writer: Callable[..., Path], metadata: dict[str, Any], tmp_path: Path
+) -> None:
+    metadata['sensor'].update(
+        bands=['VV'], in_chans=1, sar_mode='amplitude', nodata=None,
+        statistics={'mean': [0.0], 'std': [1.0]},
+    )  # fmt: skip
+    spec = PredictionSpec.from_metadata(metadata)
+    # |z| = 1 and 2 give classes 1 and 2; z = 0 carries no signal (nodata).
+    data = np.ones((1, 16, 16), dtype=np.complex64)
+    data[0, :, 8:] = 2j
+    data[0, 0, 0] = 0
+    scene = raster_writer('slc.tif', data)
+
+    result = predict_scene(
+        scene, ValueClassifier(), spec, tmp_path / 'm.tif', progress=False
+    )
+
+    with rasterio.open(result.output) as out:
+        classes = out.read(1)
+    assert (
+        classes[0, 0] == 255
+        and (classes[1:, :8] == 1).all()
+        and (classes[:, 8:] == 2).all()
+    )
+
+    real = raster_writer('real.tif', np.ones((1, 8, 8), np.float32))
+    with pytest.raises(IncompatibleRasterError, match='trained on complex SAR'):
+        predict_scene(real, ValueClassifier(), spec, tmp_path / 'r.tif', progress=False)
+    metadata['sensor']['sar_mode'] = None
+    with pytest.raises(IncompatibleRasterError, match='holds complex SAR'):
+        predict_scene(
+            scene, ValueClassifier(), PredictionSpec.from_metadata(metadata),
+            tmp_path / 'c.tif', progress=False,
+        )  # fmt: skip
+
+
+def test_far_off_resolution_is_resampled_to_the_training_one(
+    raster_writer: Callable[..., Path],
+    rgb_scene: Callable[[int, int], np.ndarray],
+    metadata: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scene = raster_writer('fine.tif', rgb_scene(120, 80), nodata=0, res=2.5)
+    metadata['sensor']['res'] = 10.0
+    spec = PredictionSpec.from_metadata(metadata)
+
+    result = predict_scene(scene, ConvNet(), spec, tmp_path / 'm.tif', progress=False)
+
+    with rasterio.open(scene) as src, rasterio.open(result.output) as out:
+        assert (out.width, out.height) == (20, 30)
+        assert out.res == (10.0, 10.0) and out.bounds == src.bounds
+    assert 'resampling it to 20 x 30 pixels' in caplog.text
+
+    near = raster_writer('near.tif', rgb_scene(40, 40), nodata=0, res=12.0)
+    result = predict_scene(near, ConvNet(), spec, tmp_path / 'n.tif', progress=False)
+    with rasterio.open(result.output) as out:
+        assert out.res == (12.0, 12.0), 'within tolerance: read as it is'

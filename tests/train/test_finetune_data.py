@@ -1,0 +1,80 @@
+"""The fine-tuning data module: new chips every epoch, batches on the device."""
+
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+
+from dspt_geo.data.labels import open_labelled
+from dspt_geo.train.finetune_data import FinetuneDataModule, segmentation_class_weights
+
+
+def test_every_epoch_draws_new_scene_chips_in_workers(raster_writer):
+    """Workers copy the dataset as an epoch starts; the new loader brings the epoch."""
+    rng = np.random.default_rng(0)
+    image = raster_writer(
+        'img/a.tif', rng.integers(0, 255, (1, 64, 64), dtype=np.uint8)
+    )
+    labels = raster_writer('lab/a.tif', rng.integers(0, 2, (64, 64), dtype=np.uint8))
+    data = open_labelled('segment', image, labels, split=None, size=16, length=4)
+    module = FinetuneDataModule(data, data.statistics(), batch_size=4, num_workers=1)
+
+    epochs = []
+    for epoch in (0, 0, 1):
+        module.trainer = SimpleNamespace(
+            current_epoch=epoch, global_rank=0, world_size=1
+        )
+        epochs.append(next(iter(module.train_dataloader()))['image'])
+
+    assert torch.equal(epochs[0], epochs[1])  # reproducible
+    assert not torch.equal(epochs[0], epochs[2])
+
+
+def test_class_weights_balance_imbalanced_masks(raster_writer):
+    classes = np.zeros((64, 64), np.uint8)
+    classes[:8] = 1  # 1/8 of the pixels
+    image = raster_writer('img/a.tif', np.full((1, 64, 64), 9, np.uint8))
+    labels = raster_writer('lab/a.tif', classes)
+    data = open_labelled('segment', image, labels, split=None, size=64, length=1)
+
+    median = segmentation_class_weights(data.train, 2, 255, 'median')
+    inverse = segmentation_class_weights(data.train, 2, 255, 'inverse')
+
+    # Frequencies 7/8 and 1/8: median 1/2.
+    np.testing.assert_allclose(median, [(1 / 2) / (7 / 8), (1 / 2) / (1 / 8)])
+    np.testing.assert_allclose(inverse, [1 / (2 * 7 / 8), 1 / (2 * 1 / 8)])
+    assert segmentation_class_weights(data.train, 2, 255, 'auto') == median
+    assert segmentation_class_weights(data.train, 2, 255, 'none') is None
+
+
+def test_every_epoch_shuffles_chips_anew(tmp_path):
+    from dspt_geo.data.labels import ChipClassificationDataset, ClassTable
+
+    paths = []
+    for i in range(12):
+        path = tmp_path / f'{i}.tif'
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            with rasterio.open(
+                path, 'w', driver='GTiff', width=4, height=4, count=1, dtype='uint8'
+            ) as dst:
+                dst.write(np.full((1, 4, 4), i, np.uint8))
+        paths.append(str(path))
+    table = ClassTable(names=('a',))
+    chips = ChipClassificationDataset(paths, [0] * 12, table)
+    data = SimpleNamespace(task='classify', train=chips, val=None)
+    module = FinetuneDataModule(data, None, batch_size=12, num_workers=0)
+
+    orders = []
+    for epoch in (0, 0, 1):
+        module.trainer = SimpleNamespace(
+            current_epoch=epoch, global_rank=0, world_size=1
+        )
+        batch = next(iter(module.train_dataloader()))
+        orders.append(batch['image'][:, 0, 0, 0].tolist())
+
+    assert orders[0] == orders[1]
+    assert orders[0] != orders[2] and sorted(orders[2]) == list(range(12))
