@@ -275,6 +275,9 @@ class CogWriter:
                 self._final,
                 driver='COG',
                 COMPRESS=self.compress.upper(),
+                # Class rasters compress well at any level; level 1 keeps the final
+                # encode, which runs after inference, short.
+                LEVEL=1,
                 PREDICTOR='YES',
                 BLOCKSIZE=self.blocksize,
                 OVERVIEWS='IGNORE_EXISTING',
