@@ -5,7 +5,13 @@ from typing import Any
 import click
 
 from .logs import route_lightning_logs
-from .options import MultiValueOption, hardware_options, key_values, merge_settings
+from .options import (
+    MultiValueOption,
+    hardware_options,
+    key_values,
+    merge_settings,
+    run_options,
+)
 
 #: The tasks, as the library names them.
 TASKS = ('classify', 'segment', 'detect')
@@ -62,12 +68,6 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Run folder (config, checkpoints, metrics.csv, model.safetensors). Required unless in --config.',
 )
 @click.option(
-    '--config',
-    'config_file',
-    type=click.Path(exists=True, dir_okay=False),
-    help='YAML configuration (as written to RUN_DIR/config.yaml); options given here override it.',
-)
-@click.option(
     '--init',
     default='none',
     show_default=True,
@@ -111,11 +111,6 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Chips per batch and process.',
 )
 @click.option(
-    '--steps',
-    type=click.IntRange(min=1),
-    help='Length in optimiser steps (takes precedence over --epochs).',
-)
-@click.option(
     '--epochs',
     type=click.IntRange(min=1),
     help='Length in epochs over the training chips (default 50).',
@@ -152,18 +147,6 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Stochastic depth rate of the encoder blocks.',
 )
 @click.option(
-    '--weight-decay',
-    type=click.FloatRange(min=0),
-    default=0.05,
-    show_default=True,
-    help='AdamW weight decay (not on norms, biases, embeddings, tokens).',
-)
-@click.option(
-    '--warmup-steps',
-    type=click.IntRange(min=0),
-    help='Linear warmup steps (default: 5% of the run).',
-)
-@click.option(
     '--class-weights',
     type=click.Choice(('auto', 'median', 'inverse', 'none')),
     default='auto',
@@ -174,20 +157,6 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     '--val-every',
     type=click.IntRange(min=1),
     help='Validate every this many steps (default: every epoch).',
-)
-@click.option(
-    '--checkpoint-every',
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help='Save a checkpoint every this many steps (and at the end).',
-)
-@click.option(
-    '--log-every',
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help='Write a training row of metrics.csv every this many steps.',
 )
 @click.option(
     '--tile-overlap',
@@ -202,15 +171,8 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='detect: detections scoring below are dropped by dspt-geo predict (stored in the model file).',
 )
 @hardware_options
+@run_options
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
-@click.option(
-    '--resume',
-    is_flag=True,
-    help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',
-)
-@click.option(
-    '--overwrite', is_flag=True, help='Delete the run in --out and start over.'
-)
 @click.pass_context
 def finetune(
     ctx: click.Context,

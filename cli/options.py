@@ -146,3 +146,57 @@ def hardware_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every training command shares: length, schedule, run folder."""
+    options = [
+        click.option(
+            '--config',
+            'config_file',
+            type=click.Path(exists=True, dir_okay=False),
+            help='YAML configuration (as written to RUN_DIR/config.yaml); options given here override it.',
+        ),
+        click.option(
+            '--steps',
+            type=click.IntRange(min=1),
+            help='Length in optimiser steps (takes precedence over --epochs).',
+        ),
+        click.option(
+            '--weight-decay',
+            type=click.FloatRange(min=0),
+            default=0.05,
+            show_default=True,
+            help='AdamW weight decay (not on norms, biases, embeddings, tokens).',
+        ),
+        click.option(
+            '--warmup-steps',
+            type=click.IntRange(min=0),
+            help='Linear warmup steps (default: 5% of the run).',
+        ),
+        click.option(
+            '--checkpoint-every',
+            type=click.IntRange(min=1),
+            default=500,
+            show_default=True,
+            help='Save a checkpoint every this many steps (and at the end).',
+        ),
+        click.option(
+            '--log-every',
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            help='Write a row of metrics.csv every this many steps.',
+        ),
+        click.option(
+            '--resume',
+            is_flag=True,
+            help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',
+        ),
+        click.option(
+            '--overwrite', is_flag=True, help='Delete the run in --out and start over.'
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function

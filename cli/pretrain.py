@@ -12,6 +12,7 @@ from .options import (
     merge_settings,
     nodata_option,
     res_option,
+    run_options,
     sar_mode_option,
 )
 
@@ -22,12 +23,6 @@ from .options import (
     '--out',
     type=click.Path(file_okay=False),
     help='Run folder (config, checkpoints, metrics, previews, pretrained.safetensors). Required unless in --config.',
-)
-@click.option(
-    '--config',
-    'config_file',
-    type=click.Path(exists=True, dir_okay=False),
-    help='YAML configuration (as written to RUN_DIR/config.yaml); options given here override it.',
 )
 @click.option(
     '--model',
@@ -68,11 +63,6 @@ from .options import (
     default=1,
     show_default=True,
     help='Batches per optimiser step (gradient accumulation).',
-)
-@click.option(
-    '--steps',
-    type=click.IntRange(min=1),
-    help='Length in optimiser steps (takes precedence over --epochs).',
 )
 @click.option(
     '--epochs',
@@ -135,18 +125,6 @@ from .options import (
     help='Absolute peak learning rate, instead of --base-lr scaling (1e-3 suits short small-batch runs).',
 )
 @click.option(
-    '--weight-decay',
-    type=click.FloatRange(min=0),
-    default=0.05,
-    show_default=True,
-    help='AdamW weight decay (not on norms, biases, embeddings, tokens).',
-)
-@click.option(
-    '--warmup-steps',
-    type=click.IntRange(min=0),
-    help='Linear warmup steps (default: 5% of the run).',
-)
-@click.option(
     '--min-valid-fraction',
     type=click.FloatRange(0, 1),
     default=0.5,
@@ -158,29 +136,8 @@ from .options import (
 @nodata_option
 @sar_mode_option
 @hardware_options
-@click.option(
-    '--checkpoint-every',
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help='Save a checkpoint every this many steps.',
-)
-@click.option(
-    '--log-every',
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help='Write a row of metrics.csv every this many steps.',
-)
+@run_options
 @click.option('--seed', type=int, default=0, show_default=True, help='Random seed.')
-@click.option(
-    '--resume',
-    is_flag=True,
-    help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',
-)
-@click.option(
-    '--overwrite', is_flag=True, help='Delete the run in --out and start over.'
-)
 @click.pass_context
 def pretrain(
     ctx: click.Context,
