@@ -7,6 +7,7 @@ import click
 from dspt_geo import __version__
 from dspt_geo.errors import DsptGeoError
 
+from .demo import demo
 from .evaluate import evaluate
 from .finetune import finetune
 from .info import info
@@ -45,3 +46,4 @@ cli.add_command(pretrain)
 cli.add_command(finetune)
 cli.add_command(evaluate)
 cli.add_command(predict)
+cli.add_command(demo)

@@ -8,6 +8,7 @@ pair (VV and VH backscatter in dB, float32, one band per file, coarser pixels).
 The same seed always gives the same rasters.
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,10 +21,24 @@ from rasterio.transform import from_origin
 
 from ..cache import default_cache_dir
 
-__all__ = ('LANDSCAPE_CLASSES', 'builtin_sample', 'landscape', 'write_sample_rasters')
+__all__ = (
+    'LANDSCAPE_CLASSES',
+    'LANDSCAPE_COLOURS',
+    'builtin_sample',
+    'landscape',
+    'write_sample_labels',
+    'write_sample_rasters',
+    'write_sample_scene',
+)
 
 #: Land-cover classes of the synthetic landscape, by class index.
 LANDSCAPE_CLASSES = ('cropland', 'forest', 'water', 'road', 'building')
+
+#: Display colour (``#rrggbb``) per class, in :data:`LANDSCAPE_CLASSES` order.
+LANDSCAPE_COLOURS = ('#e8d174', '#2e7d32', '#1e63c8', '#8a8a8a', '#d8342c')
+
+#: Value of unlabelled pixels (the swath edge) in the label raster.
+LABEL_NODATA = 255
 
 #: Mean reflectance (blue, green, red, nir) per class, of the order of Sentinel-2's.
 _REFLECTANCE = np.array([
@@ -136,8 +151,7 @@ def write_sample_rasters(
     rng = np.random.default_rng(seed + 1)
     classes = landscape(size, seed)
     optical = _render_optical(classes, rng)
-    rows, cols = np.mgrid[:size, :size]
-    optical[:, cols > size - size // 10 + rows // 6] = 0  # the swath edge
+    optical[:, _swath_edge(size)] = 0
     sar = _render_sar(classes, rng)
 
     written = [root / 'optical' / 'landscape.tif']
@@ -155,12 +169,114 @@ def write_sample_rasters(
     return written
 
 
+def _swath_edge(size: int) -> npt.NDArray[np.bool_]:
+    """Pixels beyond the slanted swath edge of a *size* image (nodata)."""
+    rows, cols = np.mgrid[:size, :size]
+    return cols > size - size // 10 + rows // 6  # type: ignore[no-any-return]
+
+
+def write_sample_labels(
+    folder: str | os.PathLike[str], size: int = 512, seed: int = 0
+) -> list[Path]:
+    """Write the labels of the sample landscape of :func:`write_sample_rasters`.
+
+    Writes, aligned with ``optical/landscape.tif`` of the same *size* and *seed*:
+    ``labels/landcover.tif`` (uint8 class indexes into :data:`LANDSCAPE_CLASSES`,
+    nodata 255 beyond the swath edge), ``labels/classes.json`` (the class table:
+    names, colours, values, as :meth:`~dspt_geo.data.labels.ClassTable.read`
+    reads it) and ``labels/buildings.gpkg`` (one polygon per connected group of
+    building pixels inside the swath, column ``class`` = ``'building'``).
+
+    Args:
+        folder: output folder (created).
+        size: side of the optical image in pixels.
+        seed: random seed.
+
+    Returns:
+        the written files.
+
+    .. versionadded:: 0.1
+    """
+    import geopandas as gpd
+    import shapely
+    from rasterio.features import shapes
+
+    root = Path(folder) / 'labels'
+    classes = landscape(size, seed)
+    classes[_swath_edge(size)] = LABEL_NODATA
+    raster = root / 'landcover.tif'
+    _write(raster, classes[None], _PIXEL, nodata=LABEL_NODATA, descriptions=('class',))
+
+    table = root / 'classes.json'
+    table.write_text(
+        json.dumps(
+            {
+                'names': list(LANDSCAPE_CLASSES),
+                'colours': list(LANDSCAPE_COLOURS),
+                'values': list(range(len(LANDSCAPE_CLASSES))),
+            },
+            indent=1,
+        )
+    )
+
+    buildings = classes == LANDSCAPE_CLASSES.index('building')
+    polygons = [
+        shapely.geometry.shape(geometry)
+        for geometry, _ in shapes(
+            buildings.astype(np.uint8),
+            mask=buildings,
+            transform=from_origin(*_ORIGIN, _PIXEL, _PIXEL),
+        )
+    ]
+    vectors = root / 'buildings.gpkg'
+    tmp = vectors.with_name(f'.{vectors.name}.tmp{os.getpid()}.gpkg')
+    gpd.GeoDataFrame(
+        {'class': ['building'] * len(polygons)}, geometry=polygons, crs=_CRS
+    ).to_file(tmp, layer='buildings')
+    os.replace(tmp, vectors)
+    return [raster, table, vectors]
+
+
+def write_sample_scene(
+    path: str | os.PathLike[str], size: int = 1024, seed: int = 1
+) -> Path:
+    """Write an unlabelled optical scene of another landscape, for prediction.
+
+    Like ``optical/landscape.tif`` of :func:`write_sample_rasters` (4 bands,
+    uint16, 10 m, nodata 0 beyond a swath edge), but placed 20 km east of it.
+
+    Args:
+        path: the GeoTIFF to write (folders created).
+        size: side in pixels.
+        seed: random seed.
+
+    Returns:
+        *path*.
+
+    .. versionadded:: 0.1
+    """
+    path = Path(path)
+    rng = np.random.default_rng(seed + 1)
+    optical = _render_optical(landscape(size, seed), rng)
+    optical[:, _swath_edge(size)] = 0
+    _write(
+        path,
+        optical,
+        _PIXEL,
+        nodata=0,
+        descriptions=('blue', 'green', 'red', 'nir'),
+        origin=(_ORIGIN[0] + 20_000.0, _ORIGIN[1]),
+    )
+    return path
+
+
 def _write(
     path: Path,
     data: npt.NDArray[np.generic],
     pixel: float,
     nodata: float,
     descriptions: tuple[str, ...],
+    origin: tuple[float, float] = _ORIGIN,
 ) -> None:
     """Write a tiled, compressed GeoTIFF atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +288,7 @@ def _write(
         'count': data.shape[0],
         'dtype': data.dtype.name,
         'crs': _CRS,
-        'transform': from_origin(*_ORIGIN, pixel, pixel),
+        'transform': from_origin(*origin, pixel, pixel),
         'nodata': nodata,
         'tiled': True,
         'blockxsize': 256,

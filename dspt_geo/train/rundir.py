@@ -9,9 +9,11 @@ folder is checked (:func:`check_run_dir`) before the inputs are opened and writt
 costs a previous run.
 """
 
+import contextlib
 import logging
 import random
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..errors import RunDirError
@@ -224,7 +227,7 @@ def build_trainer(
         num_nodes=settings.num_nodes,
         strategy=strategy or settings.strategy,
         precision=resolve_precision(settings.precision),
-        callbacks=[checkpoints, *callbacks],
+        callbacks=[checkpoints, StderrProgressBar(), *callbacks],
         logger=False,
         default_root_dir=run,
         use_distributed_sampler=False,
@@ -234,6 +237,25 @@ def build_trainer(
         **length,
         **trainer_args,
     )
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's progress bars on stderr: stdout carries the commands' data."""
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        """The sanity-check bar, on stderr."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Tqdm:
+        """The training bar, on stderr."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        """The validation bar, on stderr."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
 
 
 def save_last_checkpoint(trainer: L.Trainer, run: Path) -> None:
