@@ -1,5 +1,7 @@
 """Shared fixtures: small georeferenced rasters written by the tests themselves."""
 
+import json
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip('real sample data (../shared/data) not present')
     return SHARED_DATA
+
+
+DEBIAN_PYTHON = Path('/usr/bin/python3')
+QGIS_PACKAGE = Path('/usr/lib/python3/dist-packages/qgis')
+QGIS_CHECK = Path(__file__).with_name('predict') / 'qgis_check.py'
+
+
+@pytest.fixture
+def qgis_check(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Open outputs in real QGIS (Debian's python3-qgis) and report what it saw.
+
+    The check runs in Debian's python3, so that QGIS's libraries never meet the
+    virtual environment's; the test skips where QGIS is not installed.
+    """
+    if not (DEBIAN_PYTHON.is_file() and QGIS_PACKAGE.is_dir()):
+        pytest.skip('QGIS (Debian python3-qgis) is not installed')
+
+    def check(mask: Path, detections: Path, project: Path) -> dict[str, Any]:
+        args = {
+            'mask': str(mask),
+            'detections': str(detections),
+            'project': str(project),
+            'png': str(tmp_path / 'map.png'),
+            'project_png': str(tmp_path / 'project.png'),
+        }
+        home = tmp_path / 'qgis-home'
+        home.mkdir(mode=0o700, exist_ok=True)
+        env = {
+            'PATH': '/usr/bin:/bin',
+            'HOME': str(home),
+            'QT_QPA_PLATFORM': 'offscreen',
+            'XDG_RUNTIME_DIR': str(home),
+            'LANG': 'C.UTF-8',
+        }
+        done = subprocess.run(
+            [str(DEBIAN_PYTHON), str(QGIS_CHECK), json.dumps(args)],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert Path(args['png']).stat().st_size > 0
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return check

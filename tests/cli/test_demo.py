@@ -100,3 +100,24 @@ def test_help_names_the_demo(cli_run, args):
 
     assert result.exit_code == 0, result.output
     assert 'demo' in result.output
+
+
+def test_the_outputs_open_styled_in_real_qgis(quick_demo, qgis_check):
+    out, _, _ = quick_demo
+
+    found = qgis_check(
+        out / 'scene_mask.tif', out / 'scene_detections.gpkg', out / 'demo.qgz'
+    )
+
+    with rasterio.open(out / 'scene_mask.tif') as src:
+        crs = src.crs.to_string()
+    assert found['mask']['valid'] and found['mask']['crs'] == crs
+    assert found['mask']['renderer'] == 'paletted'
+    assert found['mask']['labels'] == list(LANDSCAPE_CLASSES)
+    assert found['mask']['gdal_layout'] == 'COG'
+    assert found['detections']['valid'] and found['detections']['crs'] == crs
+    assert found['detections']['renderer'] == 'categorizedSymbol'
+    assert found['project']['read'] and all(
+        layer[1] for layer in found['project']['layers']
+    )
+    assert found['render']['errors'] == [] and found['render']['colours'] > 3
