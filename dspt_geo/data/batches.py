@@ -93,8 +93,9 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
             name = self.names[
                 int(torch.multinomial(self.weights, 1, generator=generator))
             ]
-            dataset = self.streams[name].dataset
-            images = [next(patches[name])['image'] for _ in range(self.batch_size)]
-            batch = torch.stack(images)
-            valid = torch.stack([dataset.valid_mask(image) for image in images])
-            yield {'image': batch, 'valid': valid, 'sensor': name}
+            samples = [next(patches[name]) for _ in range(self.batch_size)]
+            yield {
+                'image': torch.stack([sample['image'] for sample in samples]),
+                'valid': torch.stack([sample['valid'] for sample in samples]),
+                'sensor': name,
+            }

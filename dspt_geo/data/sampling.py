@@ -153,7 +153,9 @@ class PatchStream(IterableDataset[dict[str, Any]]):
     """Random patches of a sensor dataset, without patches that are mostly nodata.
 
     Use with a :class:`~torch.utils.data.DataLoader` and any number of workers, under
-    DDP or not: every process streams its own share of *length* patches. Collate
+    DDP or not: every process streams its own share of *length* patches. Samples
+    are torchgeo's (``image``, ``crs``, ``bounds``) plus ``valid``, the
+    :meth:`~dspt_geo.data.SensorDataset.valid_mask` the filter computed. Collate
     with :func:`torchgeo.datasets.stack_samples`.
     """
 
@@ -202,7 +204,8 @@ class PatchStream(IterableDataset[dict[str, Any]]):
         queries = self.sampler.queries()
         while quota > 0:
             sample = self.dataset[next(queries)]
-            fraction = float(self.dataset.valid_mask(sample['image']).float().mean())
+            valid = self.dataset.valid_mask(sample['image'])
+            fraction = float(valid.float().mean())
             if fraction < self.min_valid_fraction or math.isnan(fraction):
                 rejections += 1
                 if rejections >= self.max_rejections:
@@ -216,4 +219,4 @@ class PatchStream(IterableDataset[dict[str, Any]]):
                 continue
             rejections = 0
             quota -= 1
-            yield sample
+            yield {**sample, 'valid': valid}

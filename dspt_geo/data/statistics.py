@@ -94,8 +94,7 @@ def compute_statistics(
     generator = torch.Generator().manual_seed(seed)
     chunks = []
     for sample in stream:
-        image = sample['image']
-        valid = image[:, dataset.valid_mask(image)]
+        valid = sample['image'][:, sample['valid']]
         valid = valid[:, torch.isfinite(valid).all(dim=0)]
         if valid.shape[1] > per_patch:
             keep = torch.randperm(valid.shape[1], generator=generator)[:per_patch]

@@ -154,7 +154,8 @@ class PretrainDataModule(L.LightningDataModule):
                 min_valid_fraction=self.min_valid_fraction,
                 seed=self.seed + 1_000_003,
             )
-            images = torch.stack([sample['image'] for sample in stream])
-            valid = torch.stack([dataset.valid_mask(image) for image in images])
+            samples = list(stream)
+            images = torch.stack([sample['image'] for sample in samples])
+            valid = torch.stack([sample['valid'] for sample in samples])
             tiles[name] = normalise(images, valid, self.statistics[name])
         return tiles

@@ -545,6 +545,26 @@ def _per_split(
     return datasets
 
 
+def _chip_data(
+    task: Task,
+    table: ClassTable,
+    datasets: dict[SplitName, Dataset[dict[str, Tensor]] | None],
+    reader: str,
+) -> LabelledData:
+    """Chip datasets per split as :class:`LabelledData`; bands from the training chips."""
+    train = datasets['train']
+    assert train is not None, 'checked by _per_split'
+    return LabelledData(
+        task=task,
+        class_table=table,
+        bands=train.bands,  # type: ignore[attr-defined]
+        train=train,
+        val=datasets['val'],
+        test=datasets['test'],
+        reader=reader,
+    )
+
+
 def _log_splits(reader: str, splits: Sequence[SplitName]) -> None:
     """Log the split sizes."""
     logger.info('%s: %s', reader, summarise(list(splits)))
@@ -636,17 +656,7 @@ def _chip_classification(
             size=options.size,
         ),
     )
-    train = datasets['train']
-    assert isinstance(train, ChipClassificationDataset), 'checked by _per_split'
-    return LabelledData(
-        task='classify',
-        class_table=table,
-        bands=train.bands,
-        train=train,
-        val=datasets['val'],
-        test=datasets['test'],
-        reader=reader,
-    )
+    return _chip_data('classify', table, datasets, reader)
 
 
 def _open_classification_table(
@@ -1196,17 +1206,7 @@ def _open_mask_chips(
             size=options.size,
         ),
     )
-    train = datasets['train']
-    assert isinstance(train, ChipSegmentationDataset), 'checked by _per_split'
-    return LabelledData(
-        task='segment',
-        class_table=table,
-        bands=train.bands,
-        train=train,
-        val=datasets['val'],
-        test=datasets['test'],
-        reader='mask-chips',
-    )
+    return _chip_data('segment', table, datasets, 'mask-chips')
 
 
 # -- detection chips -------------------------------------------------------------------------
@@ -1283,17 +1283,7 @@ def _detection_chips(
             size=options.size,
         ),
     )
-    train = datasets['train']
-    assert isinstance(train, ChipDetectionDataset), 'checked by _per_split'
-    return LabelledData(
-        task='detect',
-        class_table=table,
-        bands=train.bands,
-        train=train,
-        val=datasets['val'],
-        test=datasets['test'],
-        reader=reader,
-    )
+    return _chip_data('detect', table, datasets, reader)
 
 
 # -- batching and statistics --------------------------------------------------------------
