@@ -48,12 +48,17 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 @click.option(
     '--class-column',
     metavar='NAME',
-    help='Column of vector or table labels holding the class (default: class, label, ...; vectors without one are one class).',
+    help='Column of vector or table labels holding the class (default: class, label, ...; vectors without one are one class, see --class-name).',
 )
 @click.option(
     '--class-table',
     type=click.Path(exists=True, dir_okay=False),
-    help='JSON or CSV of class names, stored values and colours (needed for colour-coded masks); default: derived from the labels.',
+    help="JSON or CSV of class names, stored values and colours (needed for RGB colour masks; names the values of integer and palette masks). Default: derived from the labels; integer masks take names from a raster attribute table or category names (.aux.xml), else a QGIS .qml beside the mask, and colours from the mask's colour table.",
+)
+@click.option(
+    '--class-name',
+    metavar='NAME',
+    help="Name of the one class of vector labels without a class column (default: the label file's name, e.g. buildings for buildings.gpkg).",
 )
 @click.option(
     '--split',
@@ -88,7 +93,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 @click.option(
     '--image-size',
     type=click.IntRange(min=8),
-    help="Side of the training chips in pixels, a multiple of the patch size (default: the --init file's, else 224).",
+    help="Side of the training chips in pixels, a multiple of the patch size (default: the --init file's, else 224). Scenes and segmentation/detection chips are cut into windows of this size (chips larger give several windows, never a down-sampled one; smaller ones are padded and the padding ignored); classification chips are resized to it whole.",
 )
 @click.option(
     '--patch-size',

@@ -4,11 +4,13 @@ import json
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
@@ -129,3 +131,92 @@ def qgis_check(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     return check
+
+
+# -- masks with palettes and sidecars (QGIS/GDAL class names) ------------------------
+
+#: Palette of the palette masks: index -> colour (the rest of the 256 is black).
+PALETTE = {0: (0, 0, 0), 1: (230, 25, 75), 2: (60, 180, 75), 3: (0, 130, 200)}
+
+
+def palette_png(path: Path, values: np.ndarray) -> Path:
+    """Write *values* as a mode "P" PNG with :data:`PALETTE`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(values.astype(np.uint8), mode='P')
+    flat = [c for i in range(256) for c in PALETTE.get(i, (0, 0, 0))]
+    image.putpalette(flat)
+    image.save(path)
+    return path
+
+
+def aux_xml_rat(path: Path, rows: list[tuple[int, str, tuple[int, int, int]]]) -> Path:
+    """A GDAL .aux.xml beside *path* with a raster attribute table of *rows*."""
+    fields = [('Value', 0, 5), ('Class_Name', 2, 2), ('Red', 0, 6), ('Green', 0, 7)]
+    fields.append(('Blue', 0, 8))
+    defs = ''.join(
+        f'<FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage>'
+        '</FieldDefn>'
+        for i, (n, t, u) in enumerate(fields)
+    )
+    body = ''.join(
+        f'<Row index="{i}"><F>{v}</F><F>{name}</F><F>{r}</F><F>{g}</F><F>{b}</F></Row>'
+        for i, (v, name, (r, g, b)) in enumerate(rows)
+    )
+    sidecar = Path(f'{path}.aux.xml')
+    sidecar.write_text(
+        '<PAMDataset><PAMRasterBand band="1"><GDALRasterAttributeTable '
+        f'tableType="thematic">{defs}{body}</GDALRasterAttributeTable>'
+        '</PAMRasterBand></PAMDataset>'
+    )
+    return sidecar
+
+
+def aux_xml_categories(path: Path, names: list[str]) -> Path:
+    """A GDAL .aux.xml beside *path* with category names (value = position)."""
+    items = ''.join(f'<Category>{name}</Category>' for name in names)
+    sidecar = Path(f'{path}.aux.xml')
+    sidecar.write_text(
+        '<PAMDataset><PAMRasterBand band="1"><CategoryNames>'
+        f'{items}</CategoryNames></PAMRasterBand></PAMDataset>'
+    )
+    return sidecar
+
+
+def qml(path: Path, entries: list[tuple[int, str, str]], paletted: bool = True) -> Path:
+    """A QGIS style beside *path*: paletted, or an exact pseudocolour ramp."""
+    sidecar = path.with_suffix('.qml')
+    if paletted:
+        items = ''.join(
+            f'<paletteEntry value="{v}" color="{c}" label="{label}" alpha="255"/>'
+            for v, label, c in entries
+        )
+        renderer = (
+            '<rasterrenderer type="paletted" band="1"><colorPalette>'
+            f'{items}</colorPalette></rasterrenderer>'
+        )
+    else:
+        items = ''.join(
+            f'<item value="{v}" color="{c}" label="{label}" alpha="255"/>'
+            for v, label, c in entries
+        )
+        renderer = (
+            '<rasterrenderer type="singlebandpseudocolor" band="1"><rastershader>'
+            f'<colorrampshader colorRampType="EXACT">{items}</colorrampshader>'
+            '</rastershader></rasterrenderer>'
+        )
+    sidecar.write_text(
+        f'<!DOCTYPE qgis><qgis version="3.34"><pipe>{renderer}</pipe></qgis>'
+    )
+    return sidecar
+
+
+@pytest.fixture(scope='session')
+def mask_files() -> SimpleNamespace:
+    """Writers of palette PNG masks and of class-name sidecars beside masks."""
+    return SimpleNamespace(
+        PALETTE=PALETTE,
+        palette_png=palette_png,
+        aux_xml_rat=aux_xml_rat,
+        aux_xml_categories=aux_xml_categories,
+        qml=qml,
+    )

@@ -25,7 +25,14 @@ from rasterio.vrt import WarpedVRT
 
 from ..errors import NoRastersFoundError
 
-__all__ = ('RasterFile', 'ScanResult', 'SkippedFile', 'north_up', 'scan_rasters')
+__all__ = (
+    'RasterFile',
+    'ScanResult',
+    'SkippedFile',
+    'north_up',
+    'report_skipped',
+    'scan_rasters',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +132,10 @@ class ScanResult:
 
 
 def scan_rasters(
-    paths: Iterable[str | os.PathLike[str]], *, check_valid: bool = True
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    check_valid: bool = True,
+    report: bool = True,
 ) -> ScanResult:
     """Find every georeferenced raster under *paths*.
 
@@ -133,6 +143,9 @@ def scan_rasters(
         paths: folders (searched recursively) and files.
         check_valid: look for at least one valid pixel in files small enough, or
             with overviews, to check cheaply.
+        report: log the skipped files (:func:`report_skipped`); False for callers
+            that may read the files another way (image chips), and report what
+            they really skip themselves.
 
     Returns:
         the usable rasters, sorted by path, and the skipped files.
@@ -161,6 +174,8 @@ def scan_rasters(
                 _add(result, SkippedFile(raster.path, reason))
 
     result.rasters.sort(key=lambda r: r.path)
+    if report:
+        report_skipped(result.skipped)
     if not result.rasters:
         where = ', '.join(str(p) for p in paths)
         msg = f'no usable georeferenced raster found in {where}'
@@ -173,13 +188,18 @@ def scan_rasters(
     return result
 
 
+def report_skipped(skipped: Iterable[SkippedFile]) -> None:
+    """Log files a scan skipped, with the reason."""
+    for item in skipped:
+        logger.warning('skipping %s: %s', item.path, item.reason)
+
+
 def _add(result: ScanResult, item: RasterFile | SkippedFile | None) -> None:
-    """Record a scanned item, logging skipped files."""
+    """Record a scanned item."""
     match item:
         case RasterFile():
             result.rasters.append(item)
         case SkippedFile():
-            logger.warning('skipping %s: %s', item.path, item.reason)
             result.skipped.append(item)
 
 

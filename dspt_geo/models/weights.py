@@ -638,8 +638,7 @@ def _mismatch_message(path: Path, problems: list[str], checkpoint: _Checkpoint) 
     if embed is not None and any(problem.startswith('decoder') for problem in problems):
         depth = _depth(checkpoint.tensors, 'decoder_blocks.')
         message += (
-            f' Its decoder fits decoder_embed_dim={embed.shape[0]}, '
-            f'decoder_depth={depth}.'
+            f' Its decoder fits --decoder-dim {embed.shape[0]} --decoder-depth {depth}.'
         )
     return message
 

@@ -209,6 +209,8 @@ class FinetuneConfig(RunConfig):
     class_column: str | None = None
     #: Class table file (JSON or CSV of names, values, colours); default: derived.
     class_table: str | None = None
+    #: Class of vector labels without a class column; None: the label file's stem.
+    class_name: str | None = None
     #: ``auto``, ``none``, ``folder``, ``column:NAME``, ``blocks[:SIZE]`` or ``random``.
     split: str = 'auto'
     #: Starting weights: a dspt-geo pretrained file, an MAE/timm/SSL4EO file, or none.
@@ -282,7 +284,7 @@ class FinetuneConfig(RunConfig):
             raise ConfigError(msg)
         if self.class_weights not in CLASS_WEIGHTS:
             msg = (
-                f'class_weights must be one of {", ".join(CLASS_WEIGHTS)}, got '
+                f'--class-weights must be one of {", ".join(CLASS_WEIGHTS)}, got '
                 f'{self.class_weights!r}'
             )
             raise ConfigError(msg)
@@ -294,7 +296,7 @@ class FinetuneConfig(RunConfig):
         overlap, size = self.tile_overlap, self.image_size
         if overlap is not None and size is not None and not 0 <= overlap < size:
             msg = (
-                f'tile_overlap must lie in [0, image_size), got {overlap} for '
+                f'--tile-overlap must lie in [0, --image-size), got {overlap} for '
                 f'{size} px tiles'
             )
             raise ConfigError(msg)

@@ -26,7 +26,14 @@ from torch.utils.data import (
     Sampler,
 )
 
-from ..data.labels import LabelledData, SceneDataset, SceneWindows, collate_labelled
+from ..data.labels import (
+    ChipDetectionDataset,
+    ChipSegmentationDataset,
+    LabelledData,
+    SceneDataset,
+    SceneWindows,
+    collate_labelled,
+)
 from ..data.statistics import BandStatistics
 from ..data.transforms import flip_rotate, normalise, scale_crop
 
@@ -62,10 +69,13 @@ def evaluation_dataset(
         overlap: pixels shared by neighbouring scene windows.
 
     Returns:
-        the chips as they are, or :class:`SceneWindows` over the scenes' area.
+        :class:`SceneWindows` over the scenes' area, chip windows that score each
+        pixel once (segmentation and detection chips), or the chips as they are.
     """
     if isinstance(dataset, SceneDataset):
         return SceneWindows(dataset, overlap=min(overlap, dataset.size - 1))
+    if isinstance(dataset, ChipSegmentationDataset | ChipDetectionDataset):
+        return dataset.scored()
     return dataset
 
 

@@ -177,6 +177,7 @@ def finetune(
         config.class_column,
         parse_split(config.split, config.seed),
         class_table=config.class_table,
+        class_name=config.class_name,
         size=config.image_size,
         length=config.samples_per_epoch,
         seed=config.seed,

@@ -90,8 +90,8 @@ def test_evaluate_twice_gives_the_same_report(
     second = evaluate_json(cli_run, model, tmp_path / 'b.json', *data)
 
     assert first == second
-    assert set(first['per_class']) == {'object'}
-    assert first['per_class']['object']['support'] > 10
+    assert set(first['per_class']) == {'boxes'}, 'named after boxes.gpkg'
+    assert first['per_class']['boxes']['support'] > 10
 
 
 @pytest.mark.parametrize('task', TASKS)
@@ -105,7 +105,7 @@ def test_the_model_file_describes_itself(task, trained, labelled):
     names = {
         'classify': ['bright', 'dark', 'stripes'],
         'segment': ['0', '1', '2'],
-        'detect': ['object'],
+        'detect': ['boxes'],
     }[task]
     assert [c['name'] for c in metadata['classes']] == names
     assert all(len(c['colour']) == 3 for c in metadata['classes'])
@@ -269,7 +269,10 @@ def test_spacenet_buildings_as_segmentation(spacenet, tiny, cli_run, tmp_path):
 
     assert result.exit_code == 0, result.output
     metadata = check_real_run(cli_run, run, spacenet, tmp_path)
-    assert [c['name'] for c in metadata['classes']] == ['background', 'object']
+    assert [c['name'] for c in metadata['classes']] == [
+        'background',
+        'spacenet_buildings',
+    ]
     assert metadata['sensor']['res'] == [0.5, 0.5]
     assert metadata['sensor']['nodata'] == 0
 
@@ -284,7 +287,7 @@ def test_spacenet_buildings_as_detection(spacenet, tiny, cli_run, tmp_path):
 
     assert result.exit_code == 0, result.output
     metadata = check_real_run(cli_run, run, spacenet, tmp_path)
-    assert [c['name'] for c in metadata['classes']] == ['object']
+    assert [c['name'] for c in metadata['classes']] == ['spacenet_buildings']
 
 
 def test_naip_patches_classification(shared_data, tiny, cli_run, tmp_path):

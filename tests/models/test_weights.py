@@ -394,7 +394,7 @@ def test_decoder_mismatch_names_the_decoder_settings(
 ) -> None:
     path = tmp_path / 'full.pth'
     torch.save({'model': mae_full_state}, path)
-    with pytest.raises(CheckpointError, match='decoder_embed_dim=16, decoder_depth=1'):
+    with pytest.raises(CheckpointError, match='--decoder-dim 16 --decoder-depth 1'):
         load_init_weights(
             make_mae({'rgb': 3}, decoder_embed_dim=24, decoder_num_heads=2), path
         )

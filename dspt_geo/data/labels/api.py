@@ -45,7 +45,7 @@ from ...errors import (
     NoRastersFoundError,
 )
 from ..dataset import SensorDataset
-from ..discovery import RasterFile, scan_rasters
+from ..discovery import RasterFile, report_skipped, scan_rasters
 from ..groups import group_rasters
 from ..statistics import BandStatistics, compute_statistics
 from .chips import (
@@ -53,11 +53,11 @@ from .chips import (
     ChipDetectionDataset,
     ChipSegmentationDataset,
     chip_info,
+    chip_shape,
     list_files,
-    read_chip,
     zip_location,
 )
-from .classes import DEFAULT_IGNORE_INDEX, ClassTable
+from .classes import DEFAULT_IGNORE_INDEX, ClassTable, Colour
 from .formats import (
     CLASS_COLUMNS,
     SPLIT_COLUMNS,
@@ -77,6 +77,7 @@ from .scenes import (
     scene_cells,
     scene_pieces,
 )
+from .sidecars import mask_palette, mask_table
 from .split import (
     SPLITS,
     BlockSplit,
@@ -192,6 +193,7 @@ def open_labelled(
     split: SplitSpec | Literal['auto'] | None = 'auto',
     *,
     class_table: ClassTable | PathLike | None = None,
+    class_name: str | None = None,
     size: int | None = None,
     bands: Sequence[str] | None = None,
     group: str | None = None,
@@ -227,10 +229,17 @@ def open_labelled(
             random) or None (everything trains).
         class_table: the classes (a :class:`ClassTable` or a JSON/CSV file, see
             :meth:`ClassTable.read`); default: derived from the labels. Needed for
-            colour-coded masks.
+            colour-coded masks. Integer masks without one take class names from
+            their sidecars (see :mod:`~dspt_geo.data.labels.sidecars`).
+        class_name: name of the one class of vector labels without a class column
+            (default: the label file's stem, e.g. ``buildings``, or the folder's
+            name; ``object`` for several files).
         size: chip size in pixels: scene chips (default 256, or less where images
-            are smaller), location chips (default 64); chip datasets are resampled
-            to it when given.
+            are smaller), location chips (default 64); when given, classification
+            chips are resized to it whole, and segmentation and detection chips
+            are cut into windows of this size (the last window of a row or column
+            flush with the chip's edge; chips smaller padded, the padding
+            ignored), never resampled.
         bands: image bands to use, by name (default: all).
         group: sensor group to use when the images hold several band layouts.
         length: training chips per epoch for scenes (default: as many as tile the
@@ -261,6 +270,8 @@ def open_labelled(
         ValueError: If *task* or *split* is invalid.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       *class_name*; *size* cuts segmentation and detection chips into windows.
     """
     if task not in TASKS:
         msg = f'task must be one of {TASKS}, got {task!r}'
@@ -279,6 +290,7 @@ def open_labelled(
     options = _Options(
         task=task,
         class_column=class_column,
+        class_name=class_name or _default_class_name(_as_list(labels)),
         split=split,
         class_table=table,
         size=size,
@@ -340,6 +352,7 @@ class _Options:
 
     task: Task
     class_column: str | None
+    class_name: str | None
     split: SplitSpec | Literal['auto'] | None
     class_table: ClassTable | None
     size: int | None
@@ -366,6 +379,14 @@ def _as_list(paths: PathLike | Sequence[PathLike] | None) -> list[str]:
     if isinstance(paths, str | os.PathLike):
         return [os.fspath(paths)]
     return [os.fspath(p) for p in paths]
+
+
+def _default_class_name(labels: Sequence[str]) -> str | None:
+    """The stem of the one label file (or folder) given, None for several."""
+    if len(labels) != 1:
+        return None
+    path = Path(labels[0])
+    return path.name if path.is_dir() else path.stem
 
 
 def _expand_vector_folders(paths: list[str]) -> list[str]:
@@ -500,12 +521,12 @@ def _assign_splits(
             if locations is None or not all(locations):
                 msg = (
                     f'{what} without a location (no CRS) cannot be split in blocks; '
-                    'use a RandomSplit or split folders'
+                    'use --split random, or train/val/test folders'
                 )
                 raise LabelError(msg)
             size = spec.size or block_size
             if size is None:
-                msg = 'BlockSplit needs a block size in CRS units'
+                msg = 'a block split needs a block size in CRS units (--split blocks:SIZE)'
                 raise ValueError(msg)
             places = [loc for loc in locations if loc is not None]
             keys = [
@@ -647,6 +668,18 @@ def _chip_classification(
     reader: str,
 ) -> LabelledData:
     """Classification chip datasets per split."""
+    if options.size is not None:
+        height, width = chip_shape(paths[0])
+        if (height, width) != (options.size, options.size):
+            logger.warning(
+                'classification chips are resized whole to %d x %d px (--image-size), '
+                'as usual for scene classification (e.g. %s is %d x %d px)',
+                options.size,
+                options.size,
+                paths[0],
+                height,
+                width,
+            )
     datasets = _per_split(
         splits,
         lambda chosen: ChipClassificationDataset(
@@ -710,7 +743,7 @@ def _open_locations(
     if column is None:
         columns = [c for c in frame.columns if c != frame.geometry.name]
         msg = (
-            f'{source} has no class column; name it (class_column / --class-column) '
+            f'{source} has no class column; name it (--class-column) '
             f'among its columns: {", ".join(map(str, columns))}'
         )
         raise LabelError(msg)
@@ -781,8 +814,12 @@ def _on_images(
 def _open_images(
     paths: Sequence[str], options: _Options, exclude: Sequence[str]
 ) -> SensorDataset:
-    """The images' sensor dataset (one band layout), label files left out."""
-    scan = scan_rasters(paths)
+    """The images' sensor dataset (one band layout), label files left out.
+
+    Files skipped are reported only when the images are used: image chips without
+    a CRS are not skipped but read as chips by the caller.
+    """
+    scan = scan_rasters(paths, report=False)
     excluded = [_resolved(p) for p in exclude]
 
     def is_label(path: str) -> bool:
@@ -793,6 +830,7 @@ def _open_images(
     if not rasters:
         msg = f'no image raster in {", ".join(paths)} besides the label files'
         raise NoRastersFoundError(msg)
+    report_skipped(s for s in scan.skipped if not is_label(s.path))
     groups = group_rasters(rasters)
     if options.group is not None:
         chosen = [g for g in groups if g.name == options.group]
@@ -804,7 +842,7 @@ def _open_images(
         listed = ', '.join(f'{g.name} ({len(g.rasters)} files)' for g in groups)
         msg = (
             f'the images hold several band layouts: {listed}; a fine-tuned model '
-            'takes one, so choose it (group=...)'
+            'takes one, so point --images at the files of one layout'
         )
         raise IncompatibleRasterError(msg)
     return SensorDataset(groups[0], bands=options.bands)
@@ -849,7 +887,7 @@ def _scene_splits(
             if outside:
                 msg = (
                     f'{len(outside)} image files are not in a train/val/test folder '
-                    f'(e.g. {outside[0]}); arrange them so, or use a BlockSplit'
+                    f'(e.g. {outside[0]}); arrange them so, or use --split blocks'
                 )
                 raise LabelError(msg)
             cells = {}
@@ -886,8 +924,9 @@ def _scene_splits(
             return cells
         case ColumnSplit() | RandomSplit():
             msg = (
-                f'{type(spec).__name__} does not fit image scenes: chips drawn from one '
-                'scene are neighbours, so split by area (BlockSplit) or by folders'
+                f'--split {"random" if isinstance(spec, RandomSplit) else "column"} '
+                'does not fit image scenes: chips drawn from one scene are '
+                'neighbours, so split by area (--split blocks) or by folders'
             )
             raise LabelError(msg)
 
@@ -997,20 +1036,21 @@ def _open_vector_scenes(
     if options.task == 'detect' and kinds & {'Point', 'MultiPoint'}:
         msg = f'{source} holds points, which have no box; detection needs polygons or boxes'
         raise LabelError(msg)
+    table = options.class_table
     values = (
         frame[options.class_column].tolist()
         if options.class_column is not None
-        else ['object'] * len(frame)
+        else [_foreground_name(table, options)] * len(frame)
     )
     background: int | None = None
-    table = options.class_table
     if table is None:
         derived = ClassTable.from_labels(values, options.ignore_index)
         if options.task == 'segment' and options.background is not None:
             if options.background in derived.names:
                 msg = (
                     f'class {options.background!r} is both a label class and the '
-                    'background; rename it or set background=None'
+                    'name of the pixels no polygon covers; rename that class (or '
+                    'pass --class-name)'
                 )
                 raise LabelError(msg)
             # Integer classes keep their codes (the background takes the smallest
@@ -1041,12 +1081,27 @@ def _open_vector_scenes(
     )
 
 
+def _foreground_name(table: ClassTable | None, options: _Options) -> str:
+    """The class of vector labels without a class column.
+
+    It is *class_name* (the label file's stem by default, see :func:`open_labelled`)
+    or ``'object'``; with a class table (a model's) that lacks that name but has
+    one class besides the background, that class.
+    """
+    name = options.class_name or 'object'
+    if table is not None and name not in table.names:
+        others = [n for n in table.names if n != options.background]
+        if len(others) == 1:
+            return others[0]
+    return name
+
+
 def _open_mask_labels(
     image_paths: Sequence[str], label_paths: Sequence[str], options: _Options
 ) -> LabelledData:
     """Label rasters over rasters, or mask chips beside image chips."""
     try:
-        label_scan = scan_rasters(label_paths, check_valid=False)
+        label_scan = scan_rasters(label_paths, check_valid=False, report=False)
     except NoRastersFoundError as error:
         # Not georeferenced: mask chips paired with image chips by name.
         try:
@@ -1105,7 +1160,7 @@ def _open_mask_labels(
 def _georeferenced(paths: Sequence[str]) -> bool:
     """Whether *paths* hold a georeferenced raster."""
     try:
-        scan_rasters(paths, check_valid=False)
+        scan_rasters(paths, check_valid=False, report=False)
     except NoRastersFoundError:
         return False
     return True
@@ -1122,12 +1177,8 @@ def _mask_table(
     """The class table of label rasters: checked against their values, or derived."""
     table = options.class_table
     if colour and table is None:
-        msg = (
-            'colour-coded masks need a class/colour table (class_table=...: a JSON or '
-            'CSV of class names and colours)'
-        )
-        raise LabelError(msg)
-    values, colours = scan_label_values(rasters, colour)
+        raise LabelError(_COLOUR_TABLE_NEEDED)
+    values = scan_label_values([r.path for r in rasters], colour)
     if colour:
         assert table is not None, 'checked above'
         table.encode_colours(_codes_to_rgb(values), source='the label rasters')
@@ -1137,18 +1188,16 @@ def _mask_table(
             np.asarray(values, dtype=np.int64), source='the label rasters'
         )
         return table
-    kept = [v for v in values if v not in options.ignore_values]
-    if not kept:
-        msg = 'the label rasters hold no label value (all nodata or ignored)'
-        raise LabelError(msg)
-    declared = all(v in colours for v in kept)
-    return ClassTable(
-        names=tuple(str(v) for v in kept),
-        colours=tuple(colours[v] for v in kept) if declared else (),
-        values=tuple(kept),
-        ignore_index=options.ignore_index,
-        ignore_values=options.ignore_values,
+    return mask_table(
+        values, rasters[0].path, options.ignore_index, options.ignore_values
     )
+
+
+#: The error for colour masks without a class table.
+_COLOUR_TABLE_NEEDED = (
+    'colour-coded masks need a class/colour table: pass --class-table, a JSON or '
+    'CSV of class names and colours'
+)
 
 
 def _codes_to_rgb(codes: Sequence[int]) -> npt.NDArray[np.int64]:
@@ -1172,22 +1221,17 @@ def _open_mask_chips(
     table = options.class_table
     if table is None:
         if colour:
-            msg = (
-                'colour-coded masks need a class/colour table (class_table=...: a '
-                'JSON or CSV of class names and colours)'
-            )
-            raise LabelError(msg)
-        values: set[int] = set()
-        for _, mask, _ in pairs:
-            data, valid = read_chip(mask)
-            values |= {int(v) for v in np.unique(data[0][valid]).tolist()}
-        kept = sorted(values - set(options.ignore_values))
-        table = ClassTable(
-            names=tuple(str(v) for v in kept),
-            values=tuple(kept),
-            ignore_index=options.ignore_index,
-            ignore_values=options.ignore_values,
+            raise LabelError(_COLOUR_TABLE_NEEDED)
+        values = scan_label_values([mask for _, mask, _ in pairs])
+        table = mask_table(
+            values, pairs[0][1], options.ignore_index, options.ignore_values
         )
+    elif not colour and _palette_by_colour(table, mask_palette(pairs[0][1])):
+        logger.info(
+            "the class table's colours are colours of the masks' palette: "
+            'mask pixels are matched to classes by colour'
+        )
+        colour = True
     splits = _assign_splits(
         options.split,
         len(pairs),
@@ -1206,7 +1250,59 @@ def _open_mask_chips(
             size=options.size,
         ),
     )
+    _log_chip_windows('mask chips', datasets)
     return _chip_data('segment', table, datasets, 'mask-chips')
+
+
+def _palette_by_colour(table: ClassTable, palette: dict[int, Colour]) -> bool:
+    """Whether palette masks are matched to *table* by colour rather than by value.
+
+    By colour when every class colour is a palette colour and some class's value
+    is painted in another colour than the class's (the table lists classes in
+    another order than the palette, or gives no values).
+    """
+    if not palette or not set(table.colours) <= set(palette.values()):
+        return False
+    return any(
+        palette.get(value) != colour
+        for value, colour in zip(table.values, table.colours, strict=True)
+    )
+
+
+def _log_chip_windows(
+    what: str, datasets: dict[SplitName, Dataset[dict[str, Tensor]] | None]
+) -> None:
+    """Say once how chips of another size than the window become samples."""
+    chips = [
+        d
+        for d in datasets.values()
+        if isinstance(d, ChipSegmentationDataset | ChipDetectionDataset)
+    ]
+    if not chips or chips[0].size is None:
+        return
+    height, width = chips[0].size
+    shapes = [shape for d in chips for shape in d.shapes]
+    larger = sum(h > height or w > width for h, w in shapes)
+    smaller = sum(h < height or w < width for h, w in shapes)
+    if not larger and not smaller:
+        return
+    windows = sum(len(d) for d in chips)
+    sizes = sorted(set(shapes))
+    shown = ', '.join(f'{h} x {w}' for h, w in sizes[:3]) + (
+        ', ...' if len(sizes) > 3 else ''
+    )
+    logger.warning(
+        '%s of %s px are cut into %d windows of %d x %d px (--image-size), never '
+        'resampled: %d chips are larger than a window, %d smaller in a side and '
+        'padded (padding is ignored by the loss and the metrics)',
+        what,
+        shown,
+        windows,
+        height,
+        width,
+        larger,
+        smaller,
+    )
 
 
 # -- detection chips -------------------------------------------------------------------------
@@ -1283,6 +1379,7 @@ def _detection_chips(
             size=options.size,
         ),
     )
+    _log_chip_windows(f'{reader} image chips', datasets)
     return _chip_data('detect', table, datasets, reader)
 
 
@@ -1315,7 +1412,7 @@ def collate_labelled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if len(shapes) > 1:
             msg = (
                 f'{key} tensors of one batch differ in shape {sorted(shapes)}; chips '
-                'must share a size: pass size=... to resample them'
+                'must share a size: give --image-size'
             )
             raise IncompatibleRasterError(msg)
         batch[key] = torch.stack(values)

@@ -6,6 +6,7 @@ map-style: ``len(dataset)`` chips, each read on demand, so PyTorch's samplers,
 ``DistributedSampler`` included, shuffle and shard them.
 """
 
+import copy
 import logging
 import os
 import warnings
@@ -13,7 +14,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -21,12 +22,14 @@ import rasterio
 import torch
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadError
 from ..discovery import north_up
 from .classes import ClassTable
+from .windows import ChipWindow, chip_windows
 
 __all__ = (
     'CHIP_EXTENSIONS',
@@ -35,7 +38,9 @@ __all__ = (
     'ChipInfo',
     'ChipSegmentationDataset',
     'chip_info',
+    'chip_shape',
     'list_files',
+    'pad',
     'read_chip',
 )
 
@@ -240,20 +245,35 @@ def read_chip(
 
 
 def _read_chip(
-    path: str, size: tuple[int, int] | None, resampling: Resampling
+    path: str,
+    size: tuple[int, int] | None,
+    resampling: Resampling,
+    window: ChipWindow | None = None,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_], tuple[int, int]]:
-    """:func:`read_chip`, plus the stored (height, width)."""
+    """:func:`read_chip`, plus the stored (height, width).
+
+    With *window*, the *size* window of the chip starting at its row and column,
+    at the stored resolution; where the chip ends first, the window is padded with
+    zeros that are not valid.
+    """
     with _open(path) as src:
         stored = (src.height, src.width)
-        shape = size or stored
         try:
-            data = src.read(out_shape=(src.count, *shape), resampling=resampling)
+            if window is None:
+                data = src.read(
+                    out_shape=(src.count, *(size or stored)), resampling=resampling
+                )
+            else:
+                assert size is not None, 'windows have a size'
+                height = min(size[0], src.height - window.row)
+                width = min(size[1], src.width - window.col)
+                data = src.read(window=Window(window.col, window.row, width, height))
         except RasterioIOError as error:
             msg = f'cannot read chip {path}: {error}'
             raise RasterReadError(msg) from None
         alpha = _has_alpha(src)
         nodata = src.nodata
-    valid = np.ones(shape, bool)
+    valid = np.ones(data.shape[1:], bool)
     if alpha:
         valid &= data[-1] > 0
         data = data[:-1]
@@ -261,10 +281,30 @@ def _read_chip(
         valid &= np.isfinite(data).all(axis=0)
     if nodata is not None and not np.isnan(nodata):
         valid &= (data != nodata).any(axis=0)
+    if window is not None:
+        assert size is not None, 'windows have a size'
+        data, valid = pad(data, size), pad(valid, size)
     return data, valid, stored
 
 
+def pad(array: npt.NDArray[Any], size: tuple[int, int]) -> npt.NDArray[Any]:
+    """*array* (..., H, W) padded at the bottom and right to *size* with zeros."""
+    height, width = array.shape[-2:]
+    if (height, width) == size:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, size[0] - height), (0, size[1] - width)]
+    return np.pad(array, widths)
+
+
 # -- datasets ---------------------------------------------------------------------
+
+
+class _Place(NamedTuple):
+    """Where a sample lies: its chip, its window (None: the whole chip), chip size."""
+
+    chip: int
+    window: ChipWindow | None
+    stored: tuple[int, int]
 
 
 class _ChipDataset(Dataset[dict[str, Tensor]]):
@@ -272,6 +312,9 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
 
     #: What the dataset serves (``'classify'``, ``'segment'`` or ``'detect'``).
     task: str = ''
+    #: How chips become samples of *size*: ``'resize'`` (each whole chip, resampled)
+    #: or ``'window'`` (chips cut into windows of *size*, see :func:`chip_windows`).
+    fit: ClassVar[Literal['resize', 'window']] = 'resize'
 
     def __init__(
         self,
@@ -291,6 +334,16 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
         #: Band names (all chips must share the first chip's layout).
         self.bands: tuple[str, ...] = first.band_names
         self.dtype = first.dtype
+        #: The windows samples are read from; None: one sample per whole chip.
+        #: (height, width) of each chip where they are cut into windows.
+        self.shapes: list[tuple[int, int]] = []
+        self.windows: list[ChipWindow] | None = None
+        if self.fit == 'window' and self.size is not None:
+            self.shapes = [(first.height, first.width)]
+            self.shapes += [chip_shape(path) for path in self.paths[1:]]
+            self.windows = chip_windows(self.shapes, self.size)
+        #: Whether each pixel (box) is scored once: see :meth:`scored`.
+        self.scoring = False
 
     @property
     def in_chans(self) -> int:
@@ -298,13 +351,27 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
         return len(self.bands)
 
     def __len__(self) -> int:
-        """Number of chips."""
-        return len(self.paths)
+        """Number of samples: chips, or windows of chips."""
+        return len(self.paths) if self.windows is None else len(self.windows)
 
-    def _image(self, index: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
-        """Image (float32), valid mask and the stored (height, width) of a chip."""
-        path = self.paths[index]
-        data, valid, stored = _read_chip(path, self.size, Resampling.bilinear)
+    def scored(self) -> Self:
+        """This dataset for evaluation: every labelled pixel or box scored once.
+
+        Windows that overlap (the last of a row or column) keep only the labels of
+        the part they own (pixels outside it are ignored; boxes whose centre lies
+        outside it are dropped) and say which part that is in ``owned`` (int64
+        ``x0, y0, x1, y1``), so that detections are kept alike.
+        """
+        view = copy.copy(self)
+        view.scoring = True
+        return view
+
+    def _image(self, index: int) -> tuple[Tensor, Tensor, _Place]:
+        """Image (float32), valid mask and where sample *index* lies."""
+        window = None if self.windows is None else self.windows[index]
+        chip = index if window is None else window.chip
+        path = self.paths[chip]
+        data, valid, stored = _read_chip(path, self.size, Resampling.bilinear, window)
         if data.shape[0] != self.in_chans:
             msg = (
                 f'chip {path} has {data.shape[0]} bands but the first chip '
@@ -313,11 +380,21 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
             )
             raise IncompatibleRasterError(msg)
         image = torch.from_numpy(data.astype(np.float32, copy=False))
-        return image, torch.from_numpy(valid), stored
+        return image, torch.from_numpy(valid), _Place(chip, window, stored)
 
     def _finish(self, sample: dict[str, Tensor]) -> dict[str, Tensor]:
         """Apply the user's transforms."""
         return self.transforms(sample) if self.transforms is not None else sample
+
+
+def chip_shape(path: str) -> tuple[int, int]:
+    """(height, width) of a chip, from its header.
+
+    Raises:
+        RasterReadError: If GDAL cannot open the file.
+    """
+    with _open(path) as src:
+        return (src.height, src.width)
 
 
 class ChipClassificationDataset(_ChipDataset):
@@ -374,15 +451,22 @@ class ChipSegmentationDataset(_ChipDataset):
     """Image chips with a mask chip each (paired by the caller).
 
     Masks hold class values (``class_table.values``) or, when *colour_coded*, RGB
-    colours (``class_table.colours``). A mask of another size than its image is
-    resampled to it with nearest neighbour. Mask nodata, ignore values and pixels
-    where the image has no data become ``class_table.ignore_index``.
+    colours (``class_table.colours``; a one-band mask with a colour table, such as
+    a palette PNG, is read through its palette). A mask of another size than its
+    image is resampled to it with nearest neighbour. Mask nodata, ignore values and
+    pixels where the image has no data become ``class_table.ignore_index``.
+
+    With *size*, chips are cut into windows of that size (:func:`chip_windows`):
+    a chip larger than a window gives several samples, never a down-sampled one;
+    a chip smaller is padded, and padded pixels are ignored (``valid`` False,
+    ``mask`` ``ignore_index``).
 
     Samples: ``image`` float32 (C, H, W), ``mask`` int64 (H, W), ``valid`` bool
     (H, W).
     """
 
     task = 'segment'
+    fit = 'window'
 
     def __init__(
         self,
@@ -400,13 +484,16 @@ class ChipSegmentationDataset(_ChipDataset):
             mask_paths: mask chip of each image chip.
             class_table: the classes.
             colour_coded: masks are RGB colours of *class_table*, not class values.
-            size: resample chips to this size; default: the stored size.
+            size: window size in pixels (or (height, width)); default: each chip
+                whole, as stored.
             transforms: function applied to each sample.
 
         Raises:
             ValueError: If *paths* and *mask_paths* differ in length.
 
         .. versionadded:: 0.1
+        .. versionchanged:: 0.2
+           *size* cuts chips into windows instead of resampling them.
         """
         if len(paths) != len(mask_paths):
             msg = f'{len(paths)} image chips but {len(mask_paths)} masks'
@@ -416,31 +503,65 @@ class ChipSegmentationDataset(_ChipDataset):
         self.colour_coded = colour_coded
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        """Read chip *index* and its mask."""
-        image, valid, _ = self._image(index)
-        path = self.mask_paths[index]
+        """Read sample *index*: a chip or a window, and its mask."""
+        image, valid, place = self._image(index)
+        path = self.mask_paths[place.chip]
         with _open(path) as src:
             nodata = src.nodata
             raw = src.read(
-                out_shape=(src.count, *image.shape[1:]), resampling=Resampling.nearest
+                out_shape=(src.count, *place.stored), resampling=Resampling.nearest
+            )
+            palette = _palette(src) if self.colour_coded and src.count == 1 else None
+        if place.window is not None:
+            assert self.size is not None, 'windows have a size'
+            row, col = place.window.row, place.window.col
+            raw = pad(
+                raw[:, row : row + self.size[0], col : col + self.size[1]], self.size
             )
         unlabelled = ~valid.numpy()
         if nodata is not None:
             unlabelled = unlabelled | (raw == nodata).all(axis=0)
-        if self.colour_coded:
-            mask = self.class_table.encode_colours(raw, unlabelled, f'mask {path}')
+        if self.scoring and place.window is not None:
+            x0, y0, x1, y1 = place.window.owned
+            owned = np.zeros_like(unlabelled)
+            owned[y0:y1, x0:x1] = True
+            unlabelled = unlabelled | ~owned
+        source = f'mask {path}'
+        if palette is not None:
+            mask = self.class_table.encode_colours(
+                palette[raw[0]].transpose(2, 0, 1), unlabelled, source
+            )
+        elif self.colour_coded:
+            mask = self.class_table.encode_colours(raw, unlabelled, source)
         else:
-            mask = self.class_table.encode_values(raw[0], unlabelled, f'mask {path}')
+            mask = self.class_table.encode_values(raw[0], unlabelled, source)
         sample = {'image': image, 'mask': torch.from_numpy(mask), 'valid': valid}
         return self._finish(sample)
+
+
+def _palette(src: rasterio.io.DatasetReader) -> npt.NDArray[np.int64] | None:
+    """A one-band mask's colour table as a (values, 3) lookup, None without one.
+
+    Values the table lacks map to (-1, -1, -1), a colour no class has.
+    """
+    try:
+        colormap = src.colormap(1)
+    except ValueError:
+        return None
+    lookup = np.full((np.iinfo(src.dtypes[0]).max + 1, 3), -1, np.int64)
+    for value, colour in colormap.items():
+        lookup[value] = colour[:3]
+    return lookup
 
 
 class ChipDetectionDataset(_ChipDataset):
     """Image chips with horizontal boxes (COCO, Pascal VOC).
 
     Boxes are in pixel coordinates of the stored chip, ``x0, y0, x1, y1`` with
-    (0, 0) the top-left corner of the top-left pixel; they are scaled with the chip
-    when *size* resamples it, clipped to the chip, and dropped when nothing is left.
+    (0, 0) the top-left corner of the top-left pixel. With *size*, chips are cut
+    into windows of that size as for segmentation (smaller chips padded, padding
+    not valid); a window keeps the boxes it overlaps, clipped to it. Boxes that
+    nothing is left of are dropped.
 
     Samples: ``image`` float32 (C, H, W), ``boxes`` float32 (N, 4), ``labels`` int64
     (N,), ``valid`` bool (H, W). Batch with
@@ -448,6 +569,7 @@ class ChipDetectionDataset(_ChipDataset):
     """
 
     task = 'detect'
+    fit = 'window'
 
     def __init__(
         self,
@@ -465,13 +587,16 @@ class ChipDetectionDataset(_ChipDataset):
             boxes: per chip, an (N, 4) array of ``x0, y0, x1, y1`` pixel boxes.
             labels: per chip, the (N,) class indices of its boxes.
             class_table: the classes.
-            size: resample chips (and their boxes) to this size.
+            size: window size in pixels (or (height, width)); default: each chip
+                whole, as stored.
             transforms: function applied to each sample.
 
         Raises:
             ValueError: If the lists differ in length or boxes and labels disagree.
 
         .. versionadded:: 0.1
+        .. versionchanged:: 0.2
+           *size* cuts chips into windows instead of resampling them.
         """
         if not len(paths) == len(boxes) == len(labels):
             msg = (
@@ -487,18 +612,31 @@ class ChipDetectionDataset(_ChipDataset):
         super().__init__(paths, class_table, size, transforms)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        """Read chip *index* and its boxes."""
-        image, valid, (height, width) = self._image(index)
-        boxes = self.boxes[index].copy()
-        labels = self.labels[index]
+        """Read sample *index*: a chip or a window, and its boxes."""
+        image, valid, place = self._image(index)
+        boxes = self.boxes[place.chip].copy()
+        labels = self.labels[place.chip]
+        height, width = place.stored
+        row, col = (
+            (0, 0) if place.window is None else (place.window.row, place.window.col)
+        )
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]] - col, 0, width - col)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]] - row, 0, height - row)
         out_h, out_w = image.shape[1:]
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width) * (out_w / width)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height) * (out_h / height)
+        if place.window is None:
+            boxes[:, [0, 2]] *= out_w / width
+            boxes[:, [1, 3]] *= out_h / height
+        else:
+            boxes[:, [0, 2]] = np.minimum(boxes[:, [0, 2]], out_w)
+            boxes[:, [1, 3]] = np.minimum(boxes[:, [1, 3]], out_h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        sample = {
-            'image': image,
-            'boxes': torch.from_numpy(boxes[keep]),
-            'labels': torch.from_numpy(labels[keep]),
-            'valid': valid,
-        }
+        sample = {'image': image, 'valid': valid}
+        if self.scoring and place.window is not None:
+            x0, y0, x1, y1 = place.window.owned
+            cx = (boxes[:, 0] + boxes[:, 2]) / 2
+            cy = (boxes[:, 1] + boxes[:, 3]) / 2
+            keep &= (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+            sample['owned'] = torch.tensor(place.window.owned, dtype=torch.int64)
+        sample['boxes'] = torch.from_numpy(boxes[keep])
+        sample['labels'] = torch.from_numpy(labels[keep])
         return self._finish(sample)

@@ -263,7 +263,7 @@ def _class_column(frame: pd.DataFrame, given: str | None, source: str) -> str:
     if column is None:
         columns = [c for c in frame.columns if c != 'geometry']
         msg = (
-            f'{source} has no class column; name it (class_column / --class-column) '
+            f'{source} has no class column; name it (--class-column) '
             f'among its columns: {", ".join(map(str, columns))}'
         )
         raise LabelError(msg)

@@ -9,6 +9,7 @@ holds nodata there, the pixel gets :attr:`ClassTable.ignore_index`.
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import rasterio
 import torch
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetReader
 from rasterio.transform import from_bounds
 from rasterio.warp import reproject
@@ -238,31 +240,25 @@ class RasterLabels(RasterDataset):
         return layer
 
 
-def scan_label_values(
-    rasters: Sequence[RasterFile], colour_coded: bool = False
-) -> tuple[list[int], dict[int, tuple[int, int, int]]]:
-    """Every stored label value of the label rasters, and colours they declare.
+def scan_label_values(paths: Sequence[str], colour_coded: bool = False) -> list[int]:
+    """Every stored label value of label rasters or mask chips.
 
     Args:
-        rasters: the label files.
+        paths: the label files (GDAL paths).
         colour_coded: return RGB codes (``r << 16 | g << 8 | b``) of colour masks.
 
     Returns:
-        the sorted distinct values (nodata and transparent pixels left out), and the
-        colour map of the first file that has one (value -> RGB).
+        the sorted distinct values (nodata and transparent pixels left out).
 
     Raises:
         LabelError: If a file holds fractional values (not a class raster).
     """
     values: set[int] = set()
-    colours: dict[int, tuple[int, int, int]] = {}
-    for raster in rasters:
-        with rasterio.open(raster.path) as src:
-            if not colours and not colour_coded:
-                try:
-                    colours = {k: v[:3] for k, v in src.colormap(1).items()}
-                except ValueError:
-                    colours = {}
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             indexes = list(range(1, min(src.count, 4) + 1)) if colour_coded else [1]
             for row in range(0, src.height, _SCAN_WINDOW):
                 for col in range(0, src.width, _SCAN_WINDOW):
@@ -273,8 +269,8 @@ def scan_label_values(
                         min(_SCAN_WINDOW, src.height - row),
                     )
                     data = src.read(indexes, window=window, masked=True)
-                    values |= _distinct(data, colour_coded, raster.path)
-    return sorted(values), colours
+                    values |= _distinct(data, colour_coded, path)
+    return sorted(values)
 
 
 def _distinct(data: np.ma.MaskedArray, colour_coded: bool, path: str) -> set[int]:

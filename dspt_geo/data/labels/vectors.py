@@ -216,7 +216,7 @@ def reproject_labels(
         msg = (
             f'{source} has no CRS, so it cannot be matched to the images '
             f'({crs.to_string()}); give the file one (e.g. `ogr2ogr -a_srs EPSG:XXXX '
-            'out.gpkg in.shp`, or a .prj beside a Shapefile) or pass labels_crs'
+            'out.gpkg in.shp`, or a .prj beside a Shapefile)'
         )
         raise LabelError(msg)
     native_bounds = frame.total_bounds

@@ -2,7 +2,8 @@
 
 Scenes larger than a model's tile are evaluated on a grid of overlapping windows,
 as whole-scene prediction tiles them: every window sees context beyond the part it
-is scored on. Along each axis of a cell (a split's piece of an image footprint, see
+is scored on. Image chips of segmentation and detection (mask chips, COCO, VOC) are
+cut by the same rule (:func:`chip_windows`). Along each axis of a cell (a split's piece of an image footprint, see
 :mod:`~dspt_geo.data.labels.scenes`) windows start every ``size - overlap`` pixels,
 the last one flush with the cell's far edge, and each window *owns* the pixels
 nearer its centre than any other window's. Only owned pixels are scored, so every
@@ -11,7 +12,8 @@ labelled pixel of the cell counts exactly once.
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -20,9 +22,26 @@ from torch.utils.data import IterableDataset
 from ..sampling import process_shard
 from .scenes import SceneDataset
 
-__all__ = ('SceneWindows', 'axis_windows')
+__all__ = ('ChipWindow', 'SceneWindows', 'axis_windows', 'chip_windows')
 
 Bounds = tuple[float, float, float, float]
+
+
+class ChipWindow(NamedTuple):
+    """A window of an image chip.
+
+    Attributes:
+        chip: position of the chip in the dataset's chip list.
+        row: first row of the window in the chip.
+        col: first column.
+        owned: ``(x0, y0, x1, y1)`` pixels of the window that it alone scores,
+            relative to the window's top-left corner.
+    """
+
+    chip: int
+    row: int
+    col: int
+    owned: tuple[int, int, int, int]
 
 
 def axis_windows(length: int, size: int, stride: int) -> list[tuple[int, int, int]]:
@@ -53,6 +72,31 @@ def axis_windows(length: int, size: int, stride: int) -> list[tuple[int, int, in
         (start, low - start, high - start)
         for start, low, high in zip(starts, edges[:-1], edges[1:], strict=True)
     ]
+
+
+def chip_windows(
+    shapes: Sequence[tuple[int, int]], size: tuple[int, int]
+) -> list[ChipWindow]:
+    """Windows of *size* pixels that cover every pixel of each chip.
+
+    Windows follow :func:`axis_windows` without overlap (stride *size*): the last
+    window of an axis is flush with the chip's far edge and overlaps its neighbour,
+    and each window owns the pixels nearer its centre. A chip side shorter than the
+    window gets one window at 0 (the reader pads it).
+
+    Args:
+        shapes: (height, width) of each chip.
+        size: (height, width) of a window in pixels.
+
+    Returns:
+        the windows, chip by chip, row by row.
+    """
+    windows = []
+    for chip, (height, width) in enumerate(shapes):
+        for row, top, bottom in axis_windows(height, size[0], size[0]):
+            for col, left, right in axis_windows(width, size[1], size[1]):
+                windows.append(ChipWindow(chip, row, col, (left, top, right, bottom)))
+    return windows
 
 
 class SceneWindows(IterableDataset[dict[str, Tensor]]):

@@ -72,12 +72,12 @@ def test_coco_boxes_over_pngs(tmp_path, pngs):
     assert batch['image'].shape == (3, 3, 20, 30)
     assert [len(b) for b in batch['boxes']] == [2, 0, 0]
 
-    resized = open_labelled(
+    padded = open_labelled(
         'detect', pngs, tmp_path / 'coco.json', split=None, size=(40, 60)
-    )
-    torch.testing.assert_close(
-        resized.train[0]['boxes'][0], torch.tensor([4.0, 6.0, 24.0, 16.0])
-    )
+    ).train[0]
+    assert padded['image'].shape == (3, 40, 60), 'padded, not resized'
+    torch.testing.assert_close(padded['boxes'], sample['boxes'])
+    assert padded['valid'][:20, :30].all() and not padded['valid'][20:].any()
 
 
 def test_pascal_voc_boxes(tmp_path, pngs):

@@ -25,7 +25,7 @@ def test_spacenet_buildings_as_segmentation_masks(spacenet):
     image, labels = spacenet
     data = open_labelled('segment', image, labels, split=None, size=300)
 
-    assert data.class_table.names == ('background', 'object')
+    assert data.class_table.names == ('background', 'spacenet_buildings')
     assert data.bands == ('band_1',)
     polygons = gpd.read_file(labels)
     assert len(polygons) == 43
@@ -35,7 +35,7 @@ def test_spacenet_buildings_as_segmentation_masks(spacenet):
             > 0
         )
         left, top = src.transform.c, src.transform.f
-    building = data.class_table.index('object')
+    building = data.class_table.index('spacenet_buildings')
     for row in range(0, 900, 300):
         for col in range(0, 900, 300):
             bounds = (

@@ -153,7 +153,7 @@ def test_training_chips_filter_and_batch(image, vector_writer, geo):
         'segment', image, path, split=None, size=16, length=6, positive_fraction=1.0
     )
 
-    assert data.class_table.names == ('background', 'object')
+    assert data.class_table.names == ('background', 'one'), 'named after one.gpkg'
     samples = list(data.train)
     assert len(samples) == 6
     assert all((s['mask'] == 1).any() for s in samples), 'every chip holds the object'
