@@ -170,3 +170,17 @@ def test_classification_chips_are_resized_whole(tmp_path, png_writer, rng, caplo
     assert data.train[0]['image'].shape == (3, 16, 16)
     assert len(data.train) == 2
     assert 'resized whole to 16 x 16 px' in caplog.text
+
+
+def test_a_file_really_skipped_is_reported_once(
+    raster_writer, vector_writer, geo, png_writer, rng, caplog
+):
+    raster_writer('img/scene.tif', rng.integers(1, 255, (3, 64, 64), dtype=np.uint8))
+    png_writer('img/photo.png', rng.integers(0, 255, (3, 16, 16), dtype=np.uint8))
+    path = vector_writer('lab/fields.gpkg', [geo.pixel_box(10, 10, 30, 30)])
+
+    data = open_labelled('segment', path.parents[1] / 'img', path, split=None, size=32)
+
+    assert data.class_table.names == ('background', 'fields')
+    skipped = [r.message for r in caplog.records if 'skipping' in r.message]
+    assert len(skipped) == 1 and 'photo.png' in skipped[0], caplog.text
