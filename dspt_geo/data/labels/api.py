@@ -57,7 +57,7 @@ from .chips import (
     list_files,
     zip_location,
 )
-from .classes import DEFAULT_IGNORE_INDEX, ClassTable, Colour
+from .classes import DEFAULT_IGNORE_INDEX, ClassTable
 from .formats import (
     CLASS_COLUMNS,
     SPLIT_COLUMNS,
@@ -77,7 +77,7 @@ from .scenes import (
     scene_cells,
     scene_pieces,
 )
-from .sidecars import mask_palette, mask_table
+from .sidecars import mask_palette, mask_table, matches_by_colour
 from .split import (
     SPLITS,
     BlockSplit,
@@ -1226,7 +1226,7 @@ def _open_mask_chips(
         table = mask_table(
             values, pairs[0][1], options.ignore_index, options.ignore_values
         )
-    elif not colour and _palette_by_colour(table, mask_palette(pairs[0][1])):
+    elif not colour and matches_by_colour(table, mask_palette(pairs[0][1])):
         logger.info(
             "the class table's colours are colours of the masks' palette: "
             'mask pixels are matched to classes by colour'
@@ -1252,21 +1252,6 @@ def _open_mask_chips(
     )
     _log_chip_windows('mask chips', datasets)
     return _chip_data('segment', table, datasets, 'mask-chips')
-
-
-def _palette_by_colour(table: ClassTable, palette: dict[int, Colour]) -> bool:
-    """Whether palette masks are matched to *table* by colour rather than by value.
-
-    By colour when every class colour is a palette colour and some class's value
-    is painted in another colour than the class's (the table lists classes in
-    another order than the palette, or gives no values).
-    """
-    if not palette or not set(table.colours) <= set(palette.values()):
-        return False
-    return any(
-        palette.get(value) != colour
-        for value, colour in zip(table.values, table.colours, strict=True)
-    )
 
 
 def _log_chip_windows(

@@ -32,7 +32,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from ...errors import LabelError
 from .classes import ClassTable, Colour, parse_colour
 
-__all__ = ('MaskClasses', 'mask_classes', 'mask_palette', 'mask_table')
+__all__ = (
+    'MaskClasses',
+    'mask_classes',
+    'mask_palette',
+    'mask_table',
+    'matches_by_colour',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +79,26 @@ def mask_palette(path: str) -> dict[int, Colour]:
     except (ValueError, RasterioIOError):  # no colour table
         return {}
     return {int(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in colormap.items()}
+
+
+def matches_by_colour(table: ClassTable, palette: dict[int, Colour]) -> bool:
+    """Whether palette masks are matched to *table* by colour rather than by value.
+
+    Args:
+        table: the user's class table.
+        palette: the masks' palette (:func:`mask_palette`).
+
+    Returns:
+        True when every class colour is a palette colour and some class's
+        value is painted in another colour than the class's (the table lists
+        classes in another order than the palette, or gives no values).
+    """
+    if not palette or not set(table.colours) <= set(palette.values()):
+        return False
+    return any(
+        palette.get(value) != colour
+        for value, colour in zip(table.values, table.colours, strict=True)
+    )
 
 
 def mask_classes(path: str) -> MaskClasses:
