@@ -26,6 +26,7 @@ The patch-embedding stem and the reconstruction head of every sensor group are
 adapted to its bands by the rules of :mod:`dspt_geo.models.bands`.
 """
 
+import argparse
 import logging
 import math
 import os
@@ -84,6 +85,11 @@ _VIT_SIZES = {
 
 #: Pickle opcodes that import or call Python objects.
 _CODE_OPCODES = frozenset({'GLOBAL', 'STACK_GLOBAL', 'INST', 'OBJ', 'REDUCE', 'NEWOBJ'})
+
+#: Classes that the safe unpickler may rebuild besides tensors and containers: the
+#: reference MAE and CSPT code saves its ``argparse.Namespace`` under ``args``, whose
+#: rebuilding sets attributes only and runs no code (issue 11).
+_SAFE_GLOBALS = [argparse.Namespace]
 
 #: Most architecture disagreements listed in an error message.
 _MAX_PROBLEMS = 5
@@ -311,7 +317,8 @@ def _torch_load(path: Path, *, zipped: bool) -> object:
         with warnings.catch_warnings():
             # Plain pickles of another protocol warn before failing below.
             warnings.simplefilter('ignore', UserWarning)
-            return torch.load(path, map_location='cpu', weights_only=True)
+            with torch.serialization.safe_globals(_SAFE_GLOBALS):
+                return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
         if found or (not zipped and _has_code(path)):

@@ -225,7 +225,11 @@ def _export(
             'bands': list(group.bands),
             'dtype': group.dtype,
             'nodata': group.nodata,
-            'sar_mode': config.sar_mode if group.is_complex else None,
+            **(
+                dataset.sar.to_dict()
+                if dataset.sar
+                else {'sar_scale': None, 'sar_mode': None}
+            ),
             'crs': group.crs.to_string(),
             'res': list(group.res),
             'statistics': datamodule.statistics[name].to_dict(),
