@@ -270,7 +270,7 @@ def finetune(
 def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
     """The task model around an encoder holding the starting weights."""
     assert config.model is not None and config.image_size is not None, 'resolved'
-    encoder, _ = build_encoder(  # the load report is logged
+    encoder, _ = build_encoder(  # logs the load report
         config.model,
         data.in_chans,
         sensor=_sensor_name(data),

@@ -191,7 +191,8 @@ def test_init_from_mae_and_timm_files(
         'green <- green, red <- red, nir <- mean of the checkpoint bands'
     ) in log
     if kind == 'timm':
-        assert 'learned pos_embed' in log  # timm's embedding is not MAE's sin-cos
+        # timm's learned embedding is not MAE's sin-cos: it is kept, resampled.
+        assert 'encoder.pos_embed: learned' in log
     state, metadata = load_model_file(run / 'pretrained.safetensors')
     assert metadata['training']['init'] == str(path)
 
