@@ -123,7 +123,9 @@ def resample_pos_embed(pos_embed: Tensor, grid_size: tuple[int, int]) -> Tensor:
     tokens = pos_embed.shape[1]
     side = int(tokens**0.5)
     if side * side == tokens:  # no class-token row (timm's no_embed_class)
-        pos_embed = torch.cat([pos_embed.new_zeros(1, 1, pos_embed.shape[-1]), pos_embed], 1)
+        pos_embed = torch.cat(
+            [pos_embed.new_zeros(1, 1, pos_embed.shape[-1]), pos_embed], 1
+        )
     resampled: Tensor = resample_abs_pos_embed(
         pos_embed, list(grid_size), num_prefix_tokens=1
     )

@@ -553,7 +553,9 @@ def _apply(
     unexpected += [key for key in new if key not in target]
     new = {key: value for key, value in new.items() if key in target}
     model.load_state_dict(new, strict=False)
-    loaded = set(new) | ({'encoder.pos_embed'} if checkpoint.pos_embed is not None else set())
+    loaded = set(new) | (
+        {'encoder.pos_embed'} if checkpoint.pos_embed is not None else set()
+    )
     return LoadReport(
         source=str(path),
         format=checkpoint.format,

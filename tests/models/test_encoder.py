@@ -232,7 +232,9 @@ def test_learned_pos_embed_survives_the_spec_round_trip(tmp_path: Path) -> None:
     # A supervised timm ViT learned its position embedding: the fine-tuning encoder
     # keeps it, and a model file rebuilt from its spec (prediction) does too.
     torch.manual_seed(2)
-    vit = create_encoder(MODEL, in_chans=3, img_size=32, patch_size=8, **TINY['model_args'])  # type: ignore[arg-type]
+    vit = create_encoder(
+        MODEL, in_chans=3, img_size=32, patch_size=8, **TINY['model_args']
+    )  # type: ignore[arg-type]
     path = tmp_path / 'timm.safetensors'
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
 
@@ -241,7 +243,9 @@ def test_learned_pos_embed_survives_the_spec_round_trip(tmp_path: Path) -> None:
     assert 'pos_embed' in report.loaded
     assert encoder.layer_id('pos_embed') == 0
     images = torch.randn(2, 3, 32, 48)
-    torch.testing.assert_close(encoder.eval()(images), vit.eval().forward_features(images))
+    torch.testing.assert_close(
+        encoder.eval()(images), vit.eval().forward_features(images)
+    )
 
     spec = EncoderSpec.from_dict(json.loads(json.dumps(encoder.spec.to_dict())))
     rebuilt = SensorEncoder.from_spec(spec)

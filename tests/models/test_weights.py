@@ -497,7 +497,9 @@ def test_mae_reference_checkpoint_with_args_namespace(
 ) -> None:
     # What facebookresearch/mae (and CSPT) main_pretrain.py saves.
     source = vit_state(mae=True)
-    args = argparse.Namespace(model='mae_vit_base_patch16', lr=1.5e-4, norm_pix_loss=True)
+    args = argparse.Namespace(
+        model='mae_vit_base_patch16', lr=1.5e-4, norm_pix_loss=True
+    )
     path = tmp_path / 'checkpoint-399.pth'
     torch.save({'model': source, 'optimizer': {}, 'epoch': 399, 'args': args}, path)
 
