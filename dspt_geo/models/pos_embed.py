@@ -13,6 +13,8 @@ resamples a learned embedding to the grid of every batch with timm's
 ``resample_abs_pos_embed`` (bicubic), and computes sin-cos where there is none.
 """
 
+import math
+
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor
@@ -121,8 +123,7 @@ def resample_pos_embed(pos_embed: Tensor, grid_size: tuple[int, int]) -> Tensor:
     .. versionadded:: 0.2
     """
     tokens = pos_embed.shape[1]
-    side = int(tokens**0.5)
-    if side * side == tokens:  # no class-token row (timm's no_embed_class)
+    if math.isqrt(tokens) ** 2 == tokens:  # no class-token row (timm's no_embed_class)
         pos_embed = torch.cat(
             [pos_embed.new_zeros(1, 1, pos_embed.shape[-1]), pos_embed], 1
         )

@@ -333,7 +333,7 @@ def _read_checkpoint(path: Path) -> _Checkpoint:
 
 
 def _torch_load(path: Path, *, zipped: bool) -> object:
-    """Unpickle a PyTorch checkpoint that holds tensors and containers only."""
+    """Unpickle a checkpoint of tensors, containers and ``argparse.Namespace``."""
     try:
         with warnings.catch_warnings():
             # Plain pickles of another protocol warn before failing below.
