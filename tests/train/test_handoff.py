@@ -46,7 +46,11 @@ def test_images_are_read_and_normalised_as_in_pretraining(raster_writer, rng, tm
     np.testing.assert_allclose(image, np.sqrt(power), rtol=1e-5)
 
     config = SimpleNamespace(
-        init=str(init), recompute_stats=False, seed=0, task='segment'
+        init=str(init),
+        recompute_stats=False,
+        seed=0,
+        task='segment',
+        class_weights='none',
     )
     statistics, _ = _describe_data(config, data, entry)
     assert statistics.to_dict() == stored
