@@ -241,3 +241,13 @@ def test_init_from_mae_and_timm_files(
     else:
         assert all(close(state[key], random_init[key]) for key in decoder)
         assert close(head, initial_head)
+
+    if learned:  # resuming rebuilds the learned embedding before loading it
+        result = pretrain_cli(
+            sample_data / 'optical', '--out', run, *tiny_model, '--lr', '1e-9',
+            '--init', path, '--steps', 2, '--resume',
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        resumed, metadata = load_model_file(run / 'pretrained.safetensors')
+        assert metadata['training']['steps'] == 2
+        assert close(resumed['encoder.pos_embed'], state['encoder.pos_embed'])
