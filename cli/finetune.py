@@ -159,6 +159,11 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Segmentation loss weights from the class frequencies of training masks: median frequency, inverse frequency, auto (median where the classes are over 3x imbalanced) or none.',
 )
 @click.option(
+    '--recompute-stats',
+    is_flag=True,
+    help="Estimate the normalisation statistics from the labelled data, instead of using those the --init file stores for the images' sensor group (the default when it stores them).",
+)
+@click.option(
     '--val-every',
     type=click.IntRange(min=1),
     help='Validate every this many steps (default: every epoch).',

@@ -11,6 +11,11 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     if verbose >= 2:
         level = logging.DEBUG
     logging.basicConfig(level=level, format='%(levelname)s: %(message)s', force=True)
+    # The weight-load report (loaded / new / dropped tensors, band mapping) is one
+    # short block that every run shows, unless -q (issue 11).
+    logging.getLogger('dspt_geo.models.weights.report').setLevel(
+        logging.ERROR if quiet else min(level, logging.INFO)
+    )
     # GDAL's own warnings (TIFF tag quirks and the like) only with -vv.
     logging.getLogger('rasterio').setLevel(
         logging.DEBUG if verbose >= 2 else logging.ERROR

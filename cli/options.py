@@ -29,10 +29,13 @@ nodata_option = click.option(
 sar_mode_option = click.option(
     '--sar-mode',
     type=click.Choice(SAR_MODES),
-    default='db',
+    default='auto',
     show_default=True,
-    help='How complex SAR bands become real: backscatter in dB, amplitude |z| or '
-    'intensity |z|^2.',
+    help='Backscatter scale of SAR groups (complex, or real bands named VV/VH/HH/HV): '
+    'auto and db give dB (linear power: 10 log10, amplitude and integer DN: 20 log10, '
+    'complex: 10 log10 |z|^2, dB data as stored; the stored scale is told from the '
+    'values: negatives mean dB, integers or a median above 1 amplitude, other floats '
+    'linear power), amplitude and intensity give linear amplitude or power.',
 )
 
 

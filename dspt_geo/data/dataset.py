@@ -33,7 +33,7 @@ from torchgeo.datasets.utils import GeoSlice
 
 from .discovery import RasterFile
 from .groups import SensorGroup
-from .sar import SarMode, complex_to_backscatter
+from .sar import SarConversion, SarMode, sar_conversion
 
 __all__ = ('SensorDataset',)
 
@@ -55,7 +55,8 @@ class SensorDataset(RasterDataset):
     """The rasters of one :class:`~dspt_geo.data.SensorGroup`, sampled by location.
 
     Samples are float32 ``image`` tensors of shape (bands, height, width) in the
-    group's CRS and resolution; complex SAR is converted to backscatter by
+    group's CRS and resolution; a SAR group (complex or real-valued, see
+    :mod:`dspt_geo.data.sar`) is converted to the backscatter scale of
     *sar_mode*. Pixels outside every file are filled with the group's nodata value
     (0 when it has none); :meth:`valid_mask` tells valid pixels apart.
     """
@@ -64,7 +65,7 @@ class SensorDataset(RasterDataset):
         self,
         group: SensorGroup,
         bands: Sequence[str] | None = None,
-        sar_mode: SarMode = 'db',
+        sar_mode: SarMode = 'auto',
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache: bool = True,
     ) -> None:
@@ -73,13 +74,17 @@ class SensorDataset(RasterDataset):
         Args:
             group: the rasters, their CRS, resolution and nodata value.
             bands: bands to return, by name (default: all, in file order).
-            sar_mode: how complex SAR becomes real: ``'db'``, ``'amplitude'`` or
-                ``'intensity'``.
+            sar_mode: the backscatter scale a SAR group is served in: ``'auto'``
+                (dB), ``'db'``, ``'amplitude'`` or ``'intensity'``; ignored for
+                other groups.
             transforms: function applied to each sample dict.
             cache: keep files open between samples.
 
         Raises:
             ValueError: If *bands* names a band the group does not have.
+
+        .. versionchanged:: 0.2
+           *sar_mode* applies to real-valued SAR too; ``'auto'`` is the default.
         """
         self.group = group
         self.paths = [raster.path for raster in group.rasters]
@@ -89,7 +94,12 @@ class SensorDataset(RasterDataset):
         if unknown:
             msg = f'bands {unknown} not in group {group.name} ({", ".join(self.all_bands)})'
             raise ValueError(msg)
-        self.sar_mode = sar_mode
+        #: How SAR samples are converted (None: not SAR); callers may replace it
+        #: before reading, e.g. with the conversion a pre-trained model used.
+        scale = group.sar_scale or ('complex' if group.is_complex else None)
+        self.sar: SarConversion | None = (
+            sar_conversion(scale, sar_mode) if scale else None
+        )
         self.transforms = transforms
         self.cache = cache
         self.nodata = group.nodata
@@ -364,9 +374,9 @@ class SensorDataset(RasterDataset):
         return handle
 
     def _to_float(self, data: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Stored samples as float32, complex SAR converted to backscatter."""
-        if np.iscomplexobj(data):
-            return complex_to_backscatter(data, self.sar_mode)
+        """Stored samples as float32, SAR converted to its backscatter scale."""
+        if self.sar is not None:
+            return self.sar.apply(data, self.nodata)
         return data.astype(np.float32, copy=False)
 
     # -- torchgeo's general path, adapted ----------------------------------------

@@ -21,6 +21,7 @@ from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
 from .discovery import RasterFile
+from .sar import SarScale, detect_sar_scale
 
 __all__ = ('SensorGroup', 'group_rasters', 'layout_name')
 
@@ -40,6 +41,11 @@ class SensorGroup:
         crs: CRS that samples are served in.
         res: pixel size (x, y) that samples are served at, in *crs* units.
         nodata: value marking missing pixels, or None.
+        sar_scale: how a SAR group stores backscatter (``'complex'``,
+            ``'intensity'``, ``'amplitude'``, ``'db'``), None when it is not SAR.
+
+    .. versionchanged:: 0.2
+       Added *sar_scale*.
     """
 
     name: str
@@ -50,6 +56,7 @@ class SensorGroup:
     crs: CRS
     res: tuple[float, float]
     nodata: float | None
+    sar_scale: SarScale | None = None
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -60,6 +67,11 @@ class SensorGroup:
     def is_complex(self) -> bool:
         """Whether the samples are complex SAR, converted to backscatter on reading."""
         return np.dtype(self.dtype).kind == 'c'
+
+    @property
+    def is_sar(self) -> bool:
+        """Whether the group is SAR backscatter, converted by ``--sar-mode``."""
+        return self.sar_scale is not None
 
 
 def group_rasters(
@@ -98,6 +110,7 @@ def group_rasters(
         group_crs = target_crs or _majority_crs(members)
         name = layout_name(count, dtype, band_names)
         names[name] += 1
+        group_nodata = nodata if nodata is not None else _common_nodata(members)
         groups.append(
             SensorGroup(
                 name=name if names[name] == 1 else f'{name}-{names[name]}',
@@ -109,7 +122,13 @@ def group_rasters(
                 res=_to_pair(res)
                 if res is not None
                 else _median_res(members, group_crs),
-                nodata=nodata if nodata is not None else _common_nodata(members),
+                nodata=group_nodata,
+                sar_scale=detect_sar_scale(
+                    dtype,
+                    band_names,
+                    [path for member in members for path in member.paths],
+                    group_nodata,
+                ),
             )
         )
     groups.sort(key=lambda g: (-sum(r.width * r.height for r in g.rasters), g.name))

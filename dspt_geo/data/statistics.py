@@ -121,7 +121,7 @@ def load_or_compute_statistics(
     """Statistics of *dataset* from the cache, computed and cached when absent.
 
     The cache key covers every file's path, size and modification time, the bands,
-    nodata, SAR mode, CRS, resolution and the estimate's settings: change any and the
+    nodata, SAR conversion, CRS, resolution and the estimate's settings: change any and the
     statistics are computed again.
 
     Args:
@@ -173,7 +173,7 @@ def _fingerprint(dataset: SensorDataset, settings: dict[str, Any]) -> str:
         'files': files,
         'bands': list(dataset.bands),
         'nodata': dataset.nodata,
-        'sar_mode': dataset.sar_mode,
+        'sar': dataset.sar.to_dict() if dataset.sar else None,
         'crs': dataset.crs.to_wkt(),
         'res': list(dataset.res),
         'settings': sorted(settings.items()),

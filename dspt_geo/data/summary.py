@@ -26,7 +26,7 @@ def describe_rasters(
     crs: CRS | str | None = None,
     res: float | None = None,
     nodata: float | None = None,
-    sar_mode: SarMode = 'db',
+    sar_mode: SarMode = 'auto',
     stats: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
@@ -37,12 +37,14 @@ def describe_rasters(
         crs: CRS override for every group.
         res: resolution override for every group.
         nodata: nodata override for every file.
-        sar_mode: conversion of complex SAR (affects statistics).
+        sar_mode: backscatter scale of SAR groups (affects statistics).
         stats: also estimate per-band normalisation statistics.
         cache_dir: statistics cache folder.
 
     Returns:
-        a JSON-ready dict: ``groups`` (one entry per sensor group) and ``skipped``.
+        a JSON-ready dict: ``groups`` (one entry per sensor group) and ``skipped``;
+        a SAR group's ``sar`` holds the stored scale and the conversion decided
+        (``sar_scale``, ``sar_mode``, ``conversion``), else it is None.
     """
     scan = scan_rasters(paths)
     groups = group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata)
@@ -60,7 +62,9 @@ def describe_rasters(
             'band_names_from_files': bool(group.band_names),
             'count': group.count,
             'dtype': group.dtype,
-            'sar': group.is_complex,
+            'sar': None
+            if dataset.sar is None
+            else {**dataset.sar.to_dict(), 'conversion': str(dataset.sar)},
             'nodata': group.nodata,
             'crs': _crs_name(group.crs),
             'res': list(group.res),
@@ -96,12 +100,14 @@ def format_description(description: dict[str, Any]) -> str:
     lines.append(f'{len(groups)} sensor group(s), {files} raster(s)')
     for group in groups:
         lines.append('')
-        kind = ' (complex SAR)' if group['sar'] else ''
+        kind = ' (SAR)' if group['sar'] else ''
         lines.append(f'{group["name"]}{kind}')
         lines.append(
             f'  bands      {group["count"]} x {group["dtype"]}: '
             + ', '.join(group['bands'])
         )
+        if group['sar']:
+            lines.append(f'  SAR        {group["sar"]["conversion"]}')
         lines.append(f'  nodata     {group["nodata"]}')
         lines.append(
             f'  CRS        {group["crs"]}, pixel {group["res"][0]:g} x {group["res"][1]:g}'

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .mae import MaskedAutoencoder
-from .pos_embed import sincos_pos_embed_2d
+from .pos_embed import patch_pos_embed
 from .vit import create_encoder
-from .weights import LoadReport, load_init_weights
+from .weights import LoadReport, load_init_weights, report_logger
 
 __all__ = ('EncoderSpec', 'SensorEncoder', 'build_encoder')
 
@@ -74,6 +74,9 @@ class EncoderSpec:
     sensor: str = DEFAULT_SENSOR
     #: Band names in input order, if known.
     bands: tuple[str, ...] | None = None
+    #: Position embedding: fixed ``'sincos'``, or ``'learned'`` when the starting
+    #: weights learned theirs (see :meth:`MaskedAutoencoder.learn_pos_embed`).
+    pos_embed: str = 'sincos'
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as a JSON-serialisable dict.
@@ -90,6 +93,7 @@ class EncoderSpec:
             'model_args': dict(self.model_args),
             'sensor': self.sensor,
             'bands': None if self.bands is None else list(self.bands),
+            'pos_embed': self.pos_embed,
         }
 
     @classmethod
@@ -128,7 +132,9 @@ class SensorEncoder(nn.Module):
 
     Position embeddings are MAE's fixed 2-D sin-cos, computed for the patch grid of
     every batch, so any image size divisible by the patch size works; the class
-    token gets none (MAE's is zero).
+    token gets none (MAE's is zero). An encoder whose starting weights learned their
+    embedding keeps it as ``pos_embed`` (class token first), resampled to the grid
+    of every batch.
 
     .. versionadded:: 0.1
     """
@@ -152,6 +158,7 @@ class SensorEncoder(nn.Module):
         norm: nn.Module,
         *,
         norm_pre: nn.Module | None = None,
+        pos_embed: nn.Parameter | None = None,
         spec: EncoderSpec | None = None,
     ) -> None:
         """Assemble an encoder from existing modules, which it shares.
@@ -165,6 +172,8 @@ class SensorEncoder(nn.Module):
             blocks: The transformer blocks, taking and returning ``(B, N, D)``.
             norm: The final norm.
             norm_pre: A norm before the blocks (timm's ``norm_pre``), if any.
+            pos_embed: A learned position embedding ``(1, 1 + N, D)``, or None for
+                fixed sin-cos.
             spec: How to rebuild this architecture; the task models need it to
                 describe themselves (their ``config()``).
 
@@ -192,6 +201,7 @@ class SensorEncoder(nn.Module):
         self.patch_embed = patch_embed
         self.cls_token = cls_token
         self.norm_pre = nn.Identity() if norm_pre is None else norm_pre
+        self.pos_embed = pos_embed
         self.blocks = blocks
         self.norm = norm
 
@@ -233,7 +243,7 @@ class SensorEncoder(nn.Module):
                 f'{mae.sensors[sensor]} bands, patch {mae.patch_size})'
             )
         vit = mae.encoder
-        taken = {'cls_token', 'norm_pre.', 'blocks.', 'norm.'}
+        taken = {'cls_token', 'pos_embed', 'norm_pre.', 'blocks.', 'norm.'}
         left = [
             name
             for name, _ in vit.named_parameters()
@@ -247,7 +257,13 @@ class SensorEncoder(nn.Module):
         stem = mae.patch_embed[sensor]
         assert isinstance(stem, PatchEmbed)
         encoder = cls(
-            stem, vit.cls_token, vit.blocks, vit.norm, norm_pre=vit.norm_pre, spec=spec
+            stem,
+            vit.cls_token,
+            vit.blocks,
+            vit.norm,
+            norm_pre=vit.norm_pre,
+            pos_embed=vit.pos_embed,
+            spec=spec,
         )
         encoder.grad_checkpointing = bool(vit.grad_checkpointing)
         return encoder
@@ -274,6 +290,8 @@ class SensorEncoder(nn.Module):
             **spec.model_args,
         )
         mae = _wrap(vit, spec.sensor, spec.in_chans, _TINY_DECODER)
+        if spec.pos_embed == 'learned':
+            mae.learn_pos_embed()
         return cls.from_mae(mae, spec.sensor, spec=spec)
 
     @property
@@ -355,13 +373,16 @@ class SensorEncoder(nn.Module):
             name: A parameter name of this module, e.g. ``blocks.3.mlp.fc1.weight``.
 
         Returns:
-            0 for the stem, the class token and ``norm_pre``; ``i + 1`` for block
+            0 for the stem, the class token, the position embedding and
+            ``norm_pre``; ``i + 1`` for block
             ``i``; ``num_layers + 1`` for the final norm.
 
         Raises:
             ValueError: If *name* is not a parameter name of the encoder.
         """
-        if name == 'cls_token' or name.startswith(('patch_embed.', 'norm_pre.')):
+        if name in ('cls_token', 'pos_embed') or name.startswith(
+            ('patch_embed.', 'norm_pre.')
+        ):
             return 0
         if name.startswith('blocks.'):
             index = name.split('.')[1]
@@ -386,9 +407,12 @@ class SensorEncoder(nn.Module):
             )
         x: Tensor = self.patch_embed(images)
         batch, gh, gw, dim = x.shape
-        pos = sincos_pos_embed_2d(dim, (gh, gw), device=x.device, dtype=x.dtype)
+        pos, cls_pos = patch_pos_embed(
+            self.pos_embed, dim, (gh, gw), device=x.device, dtype=x.dtype
+        )
         x = x.reshape(batch, gh * gw, dim) + pos
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
+        cls_token = self.cls_token if cls_pos is None else self.cls_token + cls_pos
+        x = torch.cat([cls_token.expand(batch, -1, -1), x], dim=1)
         return self.norm_pre(x), (gh, gw)
 
     def _run_block(self, block: nn.Module, x: Tensor) -> Tensor:
@@ -438,7 +462,8 @@ def build_encoder(
 
     Returns:
         The encoder and what was loaded into it, in the encoder's key names (the
-        decoder's keys left out).
+        decoder's keys left out); the report is logged on
+        :data:`~dspt_geo.models.weights.report_logger`.
 
     Raises:
         CheckpointError: If *init* cannot be read or does not fit the architecture.
@@ -464,9 +489,10 @@ def build_encoder(
     )
     mae = _wrap(vit, sensor, in_chans, _TINY_DECODER)
     report = load_init_weights(
-        mae, init, sensor_bands={sensor: bands}, encoder_only=True
+        mae, init, sensor_bands={sensor: bands}, encoder_only=True, log=False
     )
     spec = EncoderSpec(
+        pos_embed=mae.pos_embed_type,
         model=model,
         in_chans=in_chans,
         image_size=image_size,
@@ -477,7 +503,9 @@ def build_encoder(
         bands=None if bands is None else tuple(bands),
     )
     encoder = SensorEncoder.from_mae(mae, sensor, spec=spec)
-    return encoder, _encoder_report(report, sensor)
+    report = _encoder_report(report, sensor)
+    report_logger.info('%s', report)
+    return encoder, report
 
 
 def _wrap(

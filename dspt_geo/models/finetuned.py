@@ -9,7 +9,8 @@ JSON metadata, everything needed to use it without the run folder::
       'task': 'classify' | 'segment' | 'detect',
       'classes': [{'name': str, 'colour': [r, g, b]}, ...],   # output order
       'sensor': {'name': str, 'bands': [str, ...], 'in_chans': int,
-                 'nodata': float | null, 'sar_mode': str | null,
+                 'nodata': float | null,
+                 'sar_scale': str | null, 'sar_mode': str | null,  # SAR only
                  'statistics': {...},                 # BandStatistics.to_dict()
                  'res': [x, y] | null},               # metres per pixel
       'tile': {'size': int, 'overlap': int},

@@ -10,7 +10,7 @@ all of the user's sensors.
 """
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from timm.layers.norm import LayerNorm
@@ -19,7 +19,7 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
-from .pos_embed import sincos_pos_embed_2d
+from .pos_embed import patch_pos_embed, resample_pos_embed, sincos_pos_embed_2d
 
 __all__ = ('MAEOutput', 'MaskedAutoencoder', 'random_masking')
 
@@ -92,7 +92,8 @@ class MaskedAutoencoder(nn.Module):
     State-dict layout (MAE's names, with a level for the sensor group):
 
     * ``encoder.cls_token``, ``encoder.blocks.N.*``, ``encoder.norm.*``: the shared
-      timm encoder, without its own stem and position embedding;
+      timm encoder, without its own stem, with ``encoder.pos_embed`` only when it is
+      learned;
     * ``patch_embed.<group>.proj.*``: the stem of every sensor group;
     * ``mask_token``, ``decoder_embed.*``, ``decoder_blocks.N.*``, ``decoder_norm.*``:
       the shared decoder;
@@ -100,6 +101,9 @@ class MaskedAutoencoder(nn.Module):
 
     Position embeddings are fixed 2-D sin-cos and computed for the patch grid of each
     batch, so any image size divisible by the patch size works; they hold no state.
+    An encoder started from weights that learned theirs (:meth:`learn_pos_embed`)
+    keeps a learned ``encoder.pos_embed`` of the nominal grid, resampled to the grid
+    of each batch; the decoder's stay sin-cos.
 
     .. versionadded:: 0.1
     """
@@ -124,6 +128,7 @@ class MaskedAutoencoder(nn.Module):
         decoder_depth: int = 8,
         decoder_num_heads: int = 16,
         norm_pix_loss: bool = True,
+        pos_embed: Literal['sincos', 'learned'] = 'sincos',
     ) -> None:
         """Initialise a new masked autoencoder.
 
@@ -142,9 +147,14 @@ class MaskedAutoencoder(nn.Module):
             decoder_depth: Number of decoder blocks.
             decoder_num_heads: Number of attention heads of the decoder.
             norm_pix_loss: Compare predictions with per-patch normalised pixels.
+            pos_embed: The encoder's position embedding: fixed ``'sincos'`` or
+                ``'learned'`` (initialised as sin-cos, see :meth:`learn_pos_embed`).
 
         Raises:
             ValueError: If the encoder or the sensor groups are not supported.
+
+        .. versionchanged:: 0.2
+           Added *pos_embed*.
         """
         super().__init__()
         stem = encoder.patch_embed
@@ -218,6 +228,8 @@ class MaskedAutoencoder(nn.Module):
             }
         )
         self._init_weights()
+        if pos_embed == 'learned':
+            self.learn_pos_embed()
 
     def _init_weights(self) -> None:
         """Initialise every weight as MAE's ``initialize_weights``."""
@@ -367,6 +379,34 @@ class MaskedAutoencoder(nn.Module):
         return masked, self.unpatchify(pred, size).to(images.dtype)
 
     @property
+    def pos_embed_type(self) -> Literal['sincos', 'learned']:
+        """``'learned'`` when the encoder has a learned position embedding."""
+        return 'sincos' if self.encoder.pos_embed is None else 'learned'
+
+    def learn_pos_embed(self, pos_embed: Tensor | None = None) -> None:
+        """Give the encoder a learned absolute position embedding.
+
+        Weights trained with a learned embedding (supervised timm ViTs, fine-tuned
+        MAE checkpoints) expect it: dropping it for sin-cos would shift every
+        token. It is stored for the nominal grid of the stems
+        (``image_size / patch_size``) and resampled to the grid of each batch.
+
+        Args:
+            pos_embed: ``(1, 1 + N, D)`` (or ``(1, N, D)``) of a square grid,
+                resampled to the nominal grid with timm's ``resample_abs_pos_embed``;
+                None starts from the sin-cos embedding (class token zero).
+
+        .. versionadded:: 0.2
+        """
+        stem = next(iter(self.patch_embed.values()))
+        grid = tuple(stem.grid_size)
+        if pos_embed is None:
+            value = sincos_pos_embed_2d(self.embed_dim, grid, cls_token=True)[None]
+        else:
+            value = resample_pos_embed(pos_embed.detach().float(), grid)
+        self.encoder.pos_embed = nn.Parameter(value.clone())
+
+    @property
     def _cls_token(self) -> nn.Parameter:
         """The encoder's class token, which ``__init__`` checked is there."""
         token = self.encoder.cls_token
@@ -395,13 +435,18 @@ class MaskedAutoencoder(nn.Module):
         self._check_size(images.shape[-2], images.shape[-1])
         x: Tensor = self.patch_embed[sensor](images)
         batch, gh, gw, dim = x.shape
-        pos = sincos_pos_embed_2d(dim, (gh, gw), device=x.device, dtype=x.dtype)
+        pos, _ = patch_pos_embed(
+            self.encoder.pos_embed, dim, (gh, gw), device=x.device, dtype=x.dtype
+        )
         return x.reshape(batch, gh * gw, dim) + pos
 
     def _encode(self, tokens: Tensor) -> Tensor:
         """Run patch tokens through the shared encoder, class token first."""
-        # MAE's class-token position embedding is zero, so nothing is added to it.
-        cls_token = self._cls_token.expand(tokens.shape[0], -1, -1)
+        # MAE's class-token position embedding is zero; a learned one is added.
+        cls_token = self._cls_token
+        if self.encoder.pos_embed is not None:
+            cls_token = cls_token + self.encoder.pos_embed[:, :1].to(cls_token.dtype)
+        cls_token = cls_token.expand(tokens.shape[0], -1, -1)
         x = self.encoder.norm_pre(torch.cat([cls_token, tokens], dim=1))
         if self.encoder.grad_checkpointing and torch.is_grad_enabled():
             # Honour timm's encoder.set_grad_checkpointing(), as its forward would.

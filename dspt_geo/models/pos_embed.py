@@ -6,12 +6,25 @@ Learners" (CVPR 2022), https://arxiv.org/abs/2111.06377, reference code
 other half its row (y), each half as ``[sin(pos * omega), cos(pos * omega)]`` with
 ``omega = 1 / 10000 ** (2i / (D / 2))``. Because the embedding is a function of the
 grid, it is recomputed for any image size instead of being resampled.
+
+Checkpoints whose encoder learned its absolute position embedding (timm's
+supervised ViTs, fine-tuned MAE checkpoints) keep it: :func:`patch_pos_embed`
+resamples a learned embedding to the grid of every batch with timm's
+``resample_abs_pos_embed`` (bicubic), and computes sin-cos where there is none.
 """
 
+import math
+
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
-__all__ = ('sincos_pos_embed_1d', 'sincos_pos_embed_2d')
+__all__ = (
+    'patch_pos_embed',
+    'resample_pos_embed',
+    'sincos_pos_embed_1d',
+    'sincos_pos_embed_2d',
+)
 
 #: Wavelength scale of the sine-cosine frequencies (MAE, "Attention Is All You Need").
 _TEMPERATURE = 10000.0
@@ -94,3 +107,58 @@ def sincos_pos_embed_2d(
     if cls_token:
         embed = torch.cat([embed.new_zeros(1, embed_dim), embed], dim=0)
     return embed.to(dtype)
+
+
+def resample_pos_embed(pos_embed: Tensor, grid_size: tuple[int, int]) -> Tensor:
+    """Resample a learned embedding with a class-token row to a grid of patches.
+
+    Args:
+        pos_embed: ``(1, 1 + gh * gw, D)`` of a square grid, class token first (an
+            embedding of a square grid without that row gets a zero one, as MAE's).
+        grid_size: the new ``(rows, columns)``.
+
+    Returns:
+        ``(1, 1 + rows * columns, D)``; *pos_embed* itself when the grid is its own.
+
+    .. versionadded:: 0.2
+    """
+    tokens = pos_embed.shape[1]
+    if math.isqrt(tokens) ** 2 == tokens:  # no class-token row (timm's no_embed_class)
+        pos_embed = torch.cat(
+            [pos_embed.new_zeros(1, 1, pos_embed.shape[-1]), pos_embed], 1
+        )
+    resampled: Tensor = resample_abs_pos_embed(
+        pos_embed, list(grid_size), num_prefix_tokens=1
+    )
+    return resampled
+
+
+def patch_pos_embed(
+    learned: Tensor | None,
+    embed_dim: int,
+    grid_size: tuple[int, int],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor | None]:
+    """Position embeddings of a patch grid and of the class token.
+
+    Args:
+        learned: a learned ``(1, 1 + N, D)`` embedding, or None for fixed sin-cos.
+        embed_dim: D.
+        grid_size: ``(rows, columns)`` of patches.
+        device: device of the result.
+        dtype: data type of the result.
+
+    Returns:
+        ``(rows * columns, D)`` for the patches and ``(1, 1, D)`` for the class
+        token (None with sin-cos: MAE's class-token embedding is zero).
+
+    .. versionadded:: 0.2
+    """
+    if learned is None:
+        return sincos_pos_embed_2d(
+            embed_dim, grid_size, device=device, dtype=dtype
+        ), None
+    resampled = resample_pos_embed(learned, grid_size).to(dtype)
+    return resampled[0, 1:], resampled[:, :1]

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..data.sar import SarConversion
 from .model_file import load_model_file
 
 __all__ = ('describe_model_file', 'format_model_description')
@@ -61,6 +62,9 @@ def format_model_description(description: dict[str, Any]) -> str:
         sensors[str(sensor.get('name') or 'image')] = sensor
     for name, sensor in sensors.items():
         lines.append(f'  sensor      {name}: {", ".join(sensor.get("bands") or [])}')
+        conversion = SarConversion.from_dict(sensor)
+        if conversion is not None:
+            lines.append(f'              SAR {conversion}')
         stats = sensor.get('statistics')
         if stats:
             means = ', '.join(f'{m:.4g}' for m in stats['mean'])

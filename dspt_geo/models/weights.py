@@ -17,15 +17,26 @@ The weights may be nested in a checkpoint (``{'model': ...}``, ``{'state_dict':
 name with a pretrained tag (``vit_base_patch16_224.mae``) is read from the local
 Hugging Face cache only; no network is used.
 
-Position embeddings are never loaded: the model computes fixed 2-D sin-cos
-embeddings for the grid of every batch. MAE checkpoints hold the same embeddings;
-learned ones (supervised timm ViTs) are dropped with a warning, and continued
-pre-training adapts the encoder to sin-cos.
+Position embeddings (issue 11): the model computes fixed 2-D sin-cos embeddings
+for the grid of every batch, so a checkpoint's sin-cos ``pos_embed`` (MAE
+pre-training) is not loaded: the model computes the same. A *learned* encoder
+``pos_embed`` (supervised timm ViTs, fine-tuned MAE checkpoints, a dspt-geo file
+that kept one) is what the checkpoint's blocks were trained with, so it is loaded:
+the encoder switches to a learned embedding
+(:meth:`~dspt_geo.models.MaskedAutoencoder.learn_pos_embed`), resampled to the
+model's grid with timm's ``resample_abs_pos_embed`` and to every batch's grid as it
+runs. A checkpoint's ``decoder_pos_embed`` is dropped, with the reason: the decoder
+always uses sin-cos (MAE's are sin-cos too).
+
+Checkpoints of the MAE and CSPT reference code pickle their ``argparse.Namespace``
+of settings under ``args``: that one class is allowed to the safe unpickler
+(``weights_only=True``); any other Python object is still refused unrun.
 
 The patch-embedding stem and the reconstruction head of every sensor group are
 adapted to its bands by the rules of :mod:`dspt_geo.models.bands`.
 """
 
+import argparse
 import logging
 import math
 import os
@@ -61,6 +72,9 @@ __all__ = ('LoadReport', 'load_init_weights')
 
 logger = logging.getLogger(__name__)
 
+#: Logger of the weight-load report; the CLI shows it at normal verbosity.
+report_logger = logging.getLogger(f'{__name__}.report')
+
 #: Tensor of every ViT encoder, whose key locates the encoder in a checkpoint.
 _VIT_ANCHOR = 'blocks.0.norm1.weight'
 
@@ -84,6 +98,11 @@ _VIT_SIZES = {
 
 #: Pickle opcodes that import or call Python objects.
 _CODE_OPCODES = frozenset({'GLOBAL', 'STACK_GLOBAL', 'INST', 'OBJ', 'REDUCE', 'NEWOBJ'})
+
+#: Classes that the safe unpickler may rebuild besides tensors and containers: the
+#: reference MAE and CSPT code saves its ``argparse.Namespace`` under ``args``, whose
+#: rebuilding sets attributes only and runs no code (issue 11).
+_SAFE_GLOBALS = [argparse.Namespace]
 
 #: Most architecture disagreements listed in an error message.
 _MAX_PROBLEMS = 5
@@ -146,6 +165,8 @@ class _Checkpoint:
     bands: dict[str, Sequence[str] | None]
     #: How the weights were found and converted.
     notes: list[str]
+    #: The encoder's learned position embedding, if it learned one.
+    pos_embed: Tensor | None = None
 
 
 #: Keys of the MAE decoder in the model's layout.
@@ -158,6 +179,7 @@ def load_init_weights(
     *,
     sensor_bands: Mapping[str, Sequence[str] | None] | None = None,
     encoder_only: bool = False,
+    log: bool = True,
 ) -> LoadReport:
     """Load starting weights into a freshly initialised model.
 
@@ -178,9 +200,10 @@ def load_init_weights(
         encoder_only: Load the encoder and stems only, leaving out the checkpoint's
             decoder and reconstruction heads, whatever their size (for fine-tuning,
             which discards the decoder).
+        log: Log the report (on :data:`report_logger`, at INFO).
 
     Returns:
-        What was loaded, left out and adapted; it is also logged.
+        What was loaded, left out and adapted.
 
     Raises:
         CheckpointError: If the weights are missing, unsafe (pickled code), corrupt,
@@ -188,6 +211,8 @@ def load_init_weights(
         ValueError: If *sensor_bands* does not fit the model's sensor groups.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Added *log*; a learned position embedding is resampled and loaded.
     """
     bands = _check_sensor_bands(model, sensor_bands)
     if isinstance(source, str) and source.lower() == 'none':
@@ -200,7 +225,8 @@ def load_init_weights(
         if encoder_only:
             checkpoint = _without_decoder(checkpoint)
         report = _apply(model, checkpoint, bands, path)
-    logger.info('%s', report)
+    if log:
+        report_logger.info('%s', report)
     return report
 
 
@@ -217,6 +243,7 @@ def _without_decoder(checkpoint: _Checkpoint) -> _Checkpoint:
         {},
         checkpoint.bands,
         notes,
+        checkpoint.pos_embed,
     )
 
 
@@ -306,12 +333,13 @@ def _read_checkpoint(path: Path) -> _Checkpoint:
 
 
 def _torch_load(path: Path, *, zipped: bool) -> object:
-    """Unpickle a PyTorch checkpoint that holds tensors and containers only."""
+    """Unpickle a checkpoint of tensors, containers and ``argparse.Namespace``."""
     try:
         with warnings.catch_warnings():
             # Plain pickles of another protocol warn before failing below.
             warnings.simplefilter('ignore', UserWarning)
-            return torch.load(path, map_location='cpu', weights_only=True)
+            with torch.serialization.safe_globals(_SAFE_GLOBALS):
+                return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
         if found or (not zipped and _has_code(path)):
@@ -423,6 +451,7 @@ def _convert_dspt(
 ) -> _Checkpoint:
     """Split a state dict in the MaskedAutoencoder layout by sensor group."""
     checkpoint = _Checkpoint('dspt-geo', {}, {}, {}, {}, notes)
+    checkpoint.pos_embed = tensors.pop('encoder.pos_embed', None)
     for key, value in tensors.items():
         match = re.fullmatch(r'(patch_embed|decoder_pred)\.([^.]+)\.(.+)', key)
         if match is None:
@@ -444,8 +473,11 @@ def _convert_vit(tensors: dict[str, Tensor], notes: list[str]) -> _Checkpoint:
     shared: dict[str, Tensor] = {}
     stem: dict[str, Tensor] = {}
     head: dict[str, Tensor] = {}
+    pos_embed = None
     for key, value in tensors.items():
-        if key.startswith(_VIT_STEM):
+        if key == 'pos_embed' and not _is_sincos(value):
+            pos_embed = value
+        elif key.startswith(_VIT_STEM):
             stem[key.removeprefix(_VIT_STEM)] = value
         elif key.startswith(_VIT_HEAD):
             head[key.removeprefix(_VIT_HEAD)] = value
@@ -464,19 +496,17 @@ def _convert_vit(tensors: dict[str, Tensor], notes: list[str]) -> _Checkpoint:
         heads={_CHECKPOINT_GROUP: head} if head else {},
         bands={_CHECKPOINT_GROUP: bands},
         notes=notes,
+        pos_embed=pos_embed,
     )
 
 
 def _pos_embed_note(key: str, pos_embed: Tensor) -> str:
-    """Describe a dropped position embedding; warn if it was learned."""
+    """Say why a position embedding is not loaded."""
     if _is_sincos(pos_embed):
         return f'{key}: not loaded, the model computes the same fixed 2-D sin-cos'
-    logger.warning(
-        'The checkpoint has a learned %s; the model uses fixed 2-D sin-cos position '
-        'embeddings instead, which continued pre-training adapts the encoder to.',
-        key,
+    return (
+        f'{key}: learned embedding dropped, the decoder always uses fixed 2-D sin-cos'
     )
-    return f'{key}: learned embedding dropped, the model uses fixed 2-D sin-cos'
 
 
 def _is_sincos(pos_embed: Tensor) -> bool:
@@ -504,9 +534,12 @@ def _apply(
     problems = _architecture_problems(model, target, checkpoint)
     if problems:
         raise CheckpointError(_mismatch_message(path, problems, checkpoint))
+    adapted = list(checkpoint.notes)
+    if checkpoint.pos_embed is not None:
+        adapted.append(_load_pos_embed(model, checkpoint.pos_embed))
+        target = model.state_dict()
     new = {key: value for key, value in checkpoint.tensors.items() if key in target}
     unexpected = [key for key in checkpoint.tensors if key not in target]
-    adapted = list(checkpoint.notes)
     used: set[str] = set()
     if checkpoint.stems:
         for group in model.sensors:
@@ -520,13 +553,34 @@ def _apply(
     unexpected += [key for key in new if key not in target]
     new = {key: value for key, value in new.items() if key in target}
     model.load_state_dict(new, strict=False)
+    loaded = set(new) | (
+        {'encoder.pos_embed'} if checkpoint.pos_embed is not None else set()
+    )
     return LoadReport(
         source=str(path),
         format=checkpoint.format,
-        loaded=[key for key in target if key in new],
-        missing=[key for key in target if key not in new],
+        loaded=[key for key in target if key in loaded],
+        missing=[key for key in target if key not in loaded],
         unexpected=unexpected,
         adapted=adapted,
+    )
+
+
+def _load_pos_embed(model: MaskedAutoencoder, pos_embed: Tensor) -> str:
+    """Give the model the checkpoint's learned position embedding, resampled."""
+    stem = next(iter(model.patch_embed.values()))
+    grid = tuple(stem.grid_size)
+    tokens = pos_embed.shape[1]
+    side = math.isqrt(tokens - (0 if math.isqrt(tokens) ** 2 == tokens else 1))
+    model.learn_pos_embed(pos_embed)
+    how = (
+        'loaded as it is'
+        if (side, side) == grid
+        else f'resampled from {side}x{side} to {grid[0]}x{grid[1]} patches (bicubic)'
+    )
+    return (
+        f'encoder.pos_embed: learned, {how}; the encoder keeps a learned embedding, '
+        "resampled to every batch's grid"
     )
 
 
@@ -590,6 +644,11 @@ def _architecture_problems(
                 f'{_group_prefix("patch_embed", source)}proj.weight: file '
                 f'{tuple(weight.shape)}, model ({width}, bands, {p}, {p})'
             )
+    pos_embed = checkpoint.pos_embed
+    if pos_embed is not None and (pos_embed.ndim != 3 or pos_embed.shape[-1] != width):
+        problems.append(
+            f'encoder.pos_embed: file {tuple(pos_embed.shape)}, model (1, tokens, {width})'
+        )
     for prefix in ('encoder.blocks.', 'decoder_blocks.'):
         in_file = {key for key in checkpoint.tensors if key.startswith(prefix)}
         in_model = {key for key in target if key.startswith(prefix)}

@@ -4,8 +4,8 @@
 (bands selected by name when the scene names them, else the same band count),
 and reads windows as float32 with a valid-pixel mask computed as
 :meth:`dspt_geo.data.SensorDataset.valid_mask` does: finite in every band and not
-nodata in all bands (nodata is the scene's, else training's). Complex SAR is
-converted by the model's ``sar_mode``.
+nodata in all bands (nodata is the scene's, else training's). SAR scenes are
+converted as training converted them (the model's ``sar_scale`` and ``sar_mode``).
 
 Scenes are read on their own grid. When the model records its training pixel size
 and the scene's differs by more than :data:`RES_TOLERANCE` times, the scene is read
@@ -36,7 +36,7 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from ..data.sar import complex_to_backscatter
+from ..data.sar import SarConversion
 from ..errors import IncompatibleRasterError, RasterReadError
 from .spec import PredictionSpec
 from .tiling import Tile
@@ -172,19 +172,24 @@ class SceneReader:
         complex_scene = any(
             np.dtype(src.dtypes[i - 1]).kind == 'c' for i in self.indexes
         )
-        if complex_scene and spec.sar_mode is None:
+        if complex_scene and spec.sar is None:
             msg = (
                 f'{name} holds complex SAR ({src.dtypes[0]}) but the model was trained '
                 'on real-valued rasters'
             )
             raise IncompatibleRasterError(msg)
-        if not complex_scene and spec.sar_mode is not None:
+        if not complex_scene and spec.sar is not None and spec.sar.scale == 'complex':
             msg = (
                 f'{name} holds real values ({src.dtypes[0]}) but the model was trained '
-                f'on complex SAR converted to {spec.sar_mode!r}; give the complex scene'
+                f'on complex SAR converted to {spec.sar.mode!r}; give the complex scene'
             )
             raise IncompatibleRasterError(msg)
-        self.sar_mode = spec.sar_mode
+        #: How stored samples become what the model saw (None: as stored).
+        self.sar: SarConversion | None = (
+            SarConversion('complex', spec.sar.mode)
+            if complex_scene and spec.sar is not None
+            else spec.sar
+        )
         self.nodata: float | None = (
             src.nodata if src.nodata is not None else spec.nodata
         )
@@ -266,9 +271,8 @@ class SceneReader:
             valid = np.empty((size, size), dtype=bool)
         window = Window(tile.col, tile.row, tile.width, tile.height)
         data = self._dataset.read(self.indexes, window=window)
-        if np.iscomplexobj(data):
-            assert self.sar_mode is not None, 'complex scenes need a sar_mode'
-            data = complex_to_backscatter(data, self.sar_mode)
+        if self.sar is not None:
+            data = self.sar.apply(data, self.nodata)
         # The mask is computed on the stored values where that is exact (integers
         # hold no NaN and compare with an integral nodata as float32 would), which
         # saves passes over the float copy.

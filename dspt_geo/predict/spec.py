@@ -12,7 +12,8 @@ schema from it (keys not listed are ignored, so the object may hold more)::
         'bands': [str, ...],          # in the order the model expects
         'in_chans': int,              # == len(bands)
         'nodata': float | null,       # training's nodata value
-        'sar_mode': 'db' | 'amplitude' | 'intensity' | null,  # complex SAR only
+        'sar_scale': 'complex' | 'intensity' | 'amplitude' | 'db' | null,  # SAR only
+        'sar_mode': 'db' | 'amplitude' | 'intensity' | null,  # SAR only
         'statistics': {'mean': [...], 'std': [...], ...},  # one value per band
         'res': float | [x, y] | null  # optional: training pixel size in metres
       },
@@ -26,8 +27,9 @@ index (0 .. K-1); detection labels follow torchvision (1 .. K, 0 is background),
 so label ``k`` is ``classes[k - 1]`` and is written as ``class_id = k - 1``.
 ``colour`` may be omitted (a fixed palette is used). ``statistics`` is what
 :meth:`dspt_geo.data.statistics.BandStatistics.to_dict` writes; only ``mean`` and
-``std`` are required. ``sar_mode`` is set when the model was trained on complex SAR
-(converted by :func:`dspt_geo.data.sar.complex_to_backscatter`). ``res``, when
+``std`` are required. ``sar_mode`` is set when the model was trained on SAR: the
+backscatter scale it saw, converted from the stored ``sar_scale`` (absent: complex)
+by :class:`dspt_geo.data.sar.SarConversion`. ``res``, when
 given, lets prediction resample scenes of a very different resolution to the
 training one (see :func:`dspt_geo.predict.run.predict_scene`).
 """
@@ -37,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, get_args
 
-from ..data.sar import SAR_MODES, SarMode
+from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError
 
@@ -72,7 +74,8 @@ class PredictionSpec:
         in_chans: number of input channels (``len(bands)``).
         statistics: per-band mean and std that training normalised with.
         nodata: training's nodata value (used when a scene declares none).
-        sar_mode: conversion of complex SAR, or None for real-valued rasters.
+        sar: conversion of SAR scenes, or None when the model was not trained on
+            SAR.
         tile: default window size in pixels.
         overlap: default overlap of neighbouring windows in pixels.
         score_threshold: detections scoring below are dropped.
@@ -89,7 +92,7 @@ class PredictionSpec:
     in_chans: int
     statistics: BandStatistics
     nodata: float | None = None
-    sar_mode: SarMode | None = None
+    sar: SarConversion | None = None
     tile: int = 256
     overlap: int = 32
     score_threshold: float = 0.5
@@ -164,9 +167,10 @@ class PredictionSpec:
         nodata = sensor.get('nodata')
         if nodata is not None and not isinstance(nodata, int | float):
             _fail('sensor.nodata', nodata, 'a number or null')
-        sar_mode = sensor.get('sar_mode')
-        if sar_mode is not None and sar_mode not in SAR_MODES:
-            _fail('sensor.sar_mode', sar_mode, f'null or one of {", ".join(SAR_MODES)}')
+        try:
+            sar = SarConversion.from_dict(sensor)
+        except ValueError as error:
+            _fail('sensor.sar_mode', sensor.get('sar_mode'), str(error))
         res = sensor.get('res')
         if res is not None:
             pair = _floats(
@@ -193,7 +197,7 @@ class PredictionSpec:
             in_chans=in_chans,
             statistics=statistics,
             nodata=None if nodata is None else float(nodata),
-            sar_mode=sar_mode,
+            sar=sar,
             tile=size,
             overlap=overlap,
             score_threshold=float(threshold),
@@ -220,7 +224,11 @@ class PredictionSpec:
                 'bands': list(self.bands),
                 'in_chans': self.in_chans,
                 'nodata': self.nodata,
-                'sar_mode': self.sar_mode,
+                **(
+                    self.sar.to_dict()
+                    if self.sar
+                    else {'sar_scale': None, 'sar_mode': None}
+                ),
                 'statistics': self.statistics.to_dict(),
                 'res': list(self.res) if self.res else None,
             },

@@ -150,7 +150,7 @@ class PretrainConfig(RunConfig):
     #: Patches with a smaller share of valid pixels are not trained on.
     min_valid_fraction: float = 0.5
     #: Data reading (see ``dspt-geo info``).
-    sar_mode: str = 'db'
+    sar_mode: str = 'auto'
     nodata: float | None = None
     crs: str | None = None
     res: float | None = None
@@ -245,6 +245,9 @@ class FinetuneConfig(RunConfig):
     warmup_steps: int | None = None
     #: Final learning rate as a share of the peak.
     min_lr_ratio: float = 0.0
+    #: Estimate normalisation statistics from the labelled data instead of using
+    #: those the init file stores for the images' sensor group.
+    recompute_stats: bool = False
     #: Segmentation class weights: auto (median frequency where classes are
     #: imbalanced), median, inverse (frequency) or none.
     class_weights: str = 'auto'

@@ -52,7 +52,7 @@ class PretrainDataModule(L.LightningDataModule):
         batch_size: int,
         batches_per_epoch: int,
         stats_dir: str | os.PathLike[str],
-        sar_mode: SarMode = 'db',
+        sar_mode: SarMode = 'auto',
         crop_scale: tuple[float, float] = (0.2, 1.0),
         min_valid_fraction: float = 0.5,
         num_workers: int = 2,
@@ -66,7 +66,7 @@ class PretrainDataModule(L.LightningDataModule):
             batch_size: patches per batch.
             batches_per_epoch: batches per epoch over all processes.
             stats_dir: folder caching the normalisation statistics.
-            sar_mode: conversion of complex SAR.
+            sar_mode: backscatter scale of SAR groups (see :mod:`dspt_geo.data.sar`).
             crop_scale: range of the random resized crop's area share.
             min_valid_fraction: patches with fewer valid pixels are skipped.
             num_workers: DataLoader workers per process.

@@ -28,6 +28,7 @@ from rasterio.crs import CRS
 
 from ..data.groups import layout_name
 from ..data.labels import LabelledData, open_labelled
+from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model_file
@@ -182,6 +183,7 @@ def finetune(
         length=config.samples_per_epoch,
         seed=config.seed,
     )
+    pretrained = _pretrained_sensor(config.init, data)
     if checkpoint is None:
         model = _build_model(config, data)
         model_config = model.config()
@@ -192,7 +194,9 @@ def finetune(
         checkpoint is not None or rank_zero_only.rank != 0
     )
     statistics, class_weights = (
-        _read_data_file(run / _DATA_FILE) if reuse else _describe_data(config, data)
+        _read_data_file(run / _DATA_FILE)
+        if reuse
+        else _describe_data(config, data, pretrained)
     )
 
     trainer = build_trainer(
@@ -267,7 +271,7 @@ def finetune(
 def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
     """The task model around an encoder holding the starting weights."""
     assert config.model is not None and config.image_size is not None, 'resolved'
-    encoder, _ = build_encoder(  # the load report is logged
+    encoder, _ = build_encoder(  # logs the load report
         config.model,
         data.in_chans,
         sensor=_sensor_name(data),
@@ -314,11 +318,67 @@ def _checkpoint_model_config(checkpoint: Path, data: LabelledData) -> dict[str, 
     return config
 
 
+def _pretrained_sensor(init: str, data: LabelledData) -> dict[str, Any] | None:
+    """The ``init`` file's sensor group that the data's images come from, if any.
+
+    A dspt-geo pre-trained file describes every sensor group it was trained on
+    (bands, SAR conversion, statistics). The images' group matches the one of the
+    same name and bands, else the one with the same band names in the same order.
+    Its SAR conversion is applied to the images, so that they are read as in
+    pre-training (issue 11).
+
+    Returns:
+        the group's metadata entry (with its ``name``), or None.
+    """
+    metadata = read_metadata(init) if init.lower() != 'none' else None
+    sensors = (metadata or {}).get('sensors')
+    if not isinstance(sensors, dict):
+        return None
+    name, bands = _sensor_name(data), list(data.bands)
+    entries = [(name, sensors.get(name)), *sorted(sensors.items())]
+    for key, entry in entries:
+        if isinstance(entry, dict) and entry.get('bands') == bands:
+            break
+    else:
+        logger.info(
+            'no sensor group of %s has the bands %s: the data are read by their own '
+            'rules and normalised by their own statistics',
+            init,
+            ', '.join(bands),
+        )
+        return None
+    conversion = SarConversion.from_dict(entry)
+    if data.images is not None and conversion != data.images.sar:
+        logger.info(
+            'images read as sensor group %r of %s was: SAR %s',
+            key,
+            init,
+            conversion or 'none',
+        )
+        data.images.sar = conversion
+    return {**entry, 'name': key}
+
+
 def _describe_data(
-    config: FinetuneConfig, data: LabelledData
+    config: FinetuneConfig, data: LabelledData, pretrained: dict[str, Any] | None
 ) -> tuple[BandStatistics, list[float] | None]:
-    """Normalisation statistics and (segmentation) class weights of the data."""
-    statistics = data.statistics(seed=config.seed)
+    """Normalisation statistics and (segmentation) class weights of the data.
+
+    The statistics are those stored for the images' sensor group in the ``init``
+    file (*pretrained*), unless ``recompute_stats`` is set or it stores none; else
+    they are estimated from the labelled data.
+    """
+    stored = (pretrained or {}).get('statistics')
+    if stored and not config.recompute_stats:
+        statistics = BandStatistics.from_dict(stored)
+        logger.info(
+            'normalising with the statistics of sensor group %r stored in %s '
+            '(--recompute-stats estimates them from the labelled data)',
+            pretrained['name'],  # type: ignore[index]
+            config.init,
+        )
+    else:
+        statistics = data.statistics(seed=config.seed)
     weights = None
     if config.task == 'segment':
         weights = segmentation_class_weights(
@@ -376,11 +436,10 @@ def _sensor_name(data: LabelledData) -> str:
 def _sensor(data: LabelledData, statistics: BandStatistics) -> dict[str, Any]:
     """What prediction needs to read scenes as training did."""
     images = data.images
-    nodata, sar_mode, res = None, None, None
+    nodata, sar, res = None, None, None
     if images is not None:
         nodata = images.nodata
-        if images.group.is_complex:
-            sar_mode = images.sar_mode
+        sar = images.sar
         crs = CRS.from_user_input(images.crs)
         if crs.is_projected and crs.linear_units_factor[1] == 1.0:  # metres
             res = [float(images.res[0]), float(images.res[1])]
@@ -389,7 +448,7 @@ def _sensor(data: LabelledData, statistics: BandStatistics) -> dict[str, Any]:
         'bands': list(data.bands),
         'in_chans': data.in_chans,
         'nodata': None if nodata is None else float(nodata),
-        'sar_mode': sar_mode,
+        **(sar.to_dict() if sar else {'sar_scale': None, 'sar_mode': None}),
         'statistics': statistics.to_dict(),
         'res': res,
     }

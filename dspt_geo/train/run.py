@@ -154,7 +154,7 @@ def pretrain(
             task.model, config.init, sensor_bands=sensors
         )  # logs a report
     else:
-        _check_groups(checkpoint, sensors)
+        _prepare_resume(checkpoint, task, sensors)
         logger.info('resuming from %s', checkpoint)
 
     prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
@@ -178,9 +178,17 @@ def pretrain(
     return path
 
 
-def _check_groups(checkpoint: Path, sensors: dict[str, list[str]]) -> None:
-    """Refuse to resume when the data's sensor groups differ from the checkpoint's."""
+def _prepare_resume(
+    checkpoint: Path, task: MAEPretrainTask, sensors: dict[str, list[str]]
+) -> None:
+    """Check the data against the checkpoint and shape the model like its.
+
+    Raises:
+        RunDirError: If the data's sensor groups differ from the checkpoint's.
+    """
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    if 'model.encoder.pos_embed' in state['state_dict']:
+        task.model.learn_pos_embed()  # the run started from learned embeddings
     saved = set(state['hyper_parameters']['sensors'])
     if saved != set(sensors):
         msg = (
@@ -225,7 +233,11 @@ def _export(
             'bands': list(group.bands),
             'dtype': group.dtype,
             'nodata': group.nodata,
-            'sar_mode': config.sar_mode if group.is_complex else None,
+            **(
+                dataset.sar.to_dict()
+                if dataset.sar
+                else {'sar_scale': None, 'sar_mode': None}
+            ),
             'crs': group.crs.to_string(),
             'res': list(group.res),
             'statistics': datamodule.statistics[name].to_dict(),
@@ -243,6 +255,7 @@ def _export(
             'decoder_depth': config.decoder_depth,
             'decoder_num_heads': config.decoder_num_heads,
             'norm_pix_loss': model.norm_pix_loss,
+            'pos_embed': model.pos_embed_type,
             'mask_ratio': config.mask_ratio,
         },
         'sensors': sensors,

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from dspt_geo.models import load_finetuned, load_model_file
+from dspt_geo.models import load_finetuned, load_model_file, save_model_file
 
 TASKS = ('classify', 'segment', 'detect')
 
@@ -195,19 +195,27 @@ def test_starts_from_a_pretrained_file_and_takes_its_model(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     source, pre = load_model_file(pretrained / 'pretrained.safetensors')
+    # Statistics that the labelled data cannot give, to see which ones are used.
+    group = next(iter(pre['sensors']))
+    stored = pre['sensors'][group]['statistics']
+    stored['mean'] = [123.0] * len(stored['mean'])
+    save_model_file(pretrained / 'pretrained.safetensors', source, pre)
     run = tmp_path / 'run'
 
     # No model options: the pre-trained file's model, patch and image size. One
     # step at a negligible rate leaves the weights where they started.
-    result = cli_run(
-        'finetune', 'segment', *tiny.data(labelled, 'segment'), '--out', run,
-        '--init', pretrained / 'pretrained.safetensors', '--head-arg', 'channels=16',
-        '--steps', 1, '--lr', '1e-12', '--batch-size', 4, '--num-workers', 0,
-        '--accelerator', 'cpu', verbose=True,
+    options = (
+        *tiny.data(labelled, 'segment'), '--init', pretrained / 'pretrained.safetensors',
+        '--head-arg', 'channels=16', '--steps', 1, '--lr', '1e-12', '--batch-size', 4,
+        '--num-workers', 0, '--accelerator', 'cpu',
     )  # fmt: skip
+    result = cli_run('finetune', 'segment', '--out', run, *options)
 
     assert result.exit_code == 0, result.output
-    assert 'initial weights from' in result.stderr
+    # The load report is one block at normal verbosity (no -v).
+    report = result.stderr.split('initial weights from', 1)[1]
+    assert f'{group}: patch embedding: 3 bands copied in order' in report
+    assert 'decoder weights not used: the encoder only is loaded' in report
     state, metadata = load_model_file(run / 'model.safetensors')
     for key in ('name', 'model_args', 'patch_size', 'image_size'):
         assert metadata['model'][key] == pre['model'][key], key
@@ -223,6 +231,17 @@ def test_starts_from_a_pretrained_file_and_takes_its_model(
     }
     for key, pretrained_key in pairs.items():
         assert torch.allclose(state[key], source[pretrained_key], atol=1e-6), key
+    # Normalised as in pre-training: the init file's statistics travel on.
+    assert metadata['sensor']['statistics'] == stored
+
+    result = cli_run(
+        'finetune', 'segment', '--out', tmp_path / 'own', *options, '--recompute-stats'
+    )
+    assert result.exit_code == 0, result.output
+    _, metadata = load_model_file(tmp_path / 'own' / 'model.safetensors')
+    recomputed = metadata['sensor']['statistics']
+    assert recomputed['bands'] == stored['bands']
+    assert all(m != 123.0 for m in recomputed['mean'])
 
 
 # The real samples in ../shared/data: short runs that must finish and report.

@@ -50,8 +50,11 @@ def test_without_paths_describes_the_builtin_sample():
     result = CliRunner().invoke(cli, ['info', '--json'])
 
     assert result.exit_code == 0, result.output
-    names = {g['name'] for g in json.loads(result.stdout)['groups']}
-    assert names == {'4band-uint16-blue-green-red-nir', '2band-float32-VV-VH'}
+    groups = {g['name']: g for g in json.loads(result.stdout)['groups']}
+    assert set(groups) == {'4band-uint16-blue-green-red-nir', '2band-float32-VV-VH'}
+    # The sample's SAR is stored in dB: recognised, and kept as it is.
+    assert groups['2band-float32-VV-VH']['sar']['conversion'] == 'dB -> dB (as stored)'
+    assert groups['4band-uint16-blue-green-red-nir']['sar'] is None
 
 
 def test_folder_without_rasters_is_one_clear_error(tmp_path):

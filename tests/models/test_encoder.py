@@ -228,6 +228,34 @@ def test_spec_round_trip_rebuilds_the_architecture() -> None:
         EncoderSpec.from_dict({**data, 'depth': 4})
 
 
+def test_learned_pos_embed_survives_the_spec_round_trip(tmp_path: Path) -> None:
+    # A supervised timm ViT learned its position embedding: the fine-tuning encoder
+    # keeps it, and a model file rebuilt from its spec (prediction) does too.
+    torch.manual_seed(2)
+    vit = create_encoder(
+        MODEL, in_chans=3, img_size=32, patch_size=8, **TINY['model_args']
+    )  # type: ignore[arg-type]
+    path = tmp_path / 'timm.safetensors'
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+
+    encoder, report = build_encoder(MODEL, 3, init=path, **TINY)  # type: ignore[arg-type]
+    assert encoder.spec is not None and encoder.spec.pos_embed == 'learned'
+    assert 'pos_embed' in report.loaded
+    assert encoder.layer_id('pos_embed') == 0
+    images = torch.randn(2, 3, 32, 48)
+    torch.testing.assert_close(
+        encoder.eval()(images), vit.eval().forward_features(images)
+    )
+
+    spec = EncoderSpec.from_dict(json.loads(json.dumps(encoder.spec.to_dict())))
+    rebuilt = SensorEncoder.from_spec(spec)
+    rebuilt.load_state_dict(encoder.state_dict(), strict=True)
+    assert torch.equal(rebuilt.eval()(images), encoder(images))
+    # Specs written before issue 11 have no pos_embed key: sin-cos.
+    old = {k: v for k, v in encoder.spec.to_dict().items() if k != 'pos_embed'}
+    assert EncoderSpec.from_dict(old).pos_embed == 'sincos'
+
+
 def test_model_args_must_be_json() -> None:
     with pytest.raises(ValueError, match='JSON'):
         make_encoder(

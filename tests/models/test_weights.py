@@ -1,3 +1,4 @@
+import argparse
 import logging
 import pickle
 import random
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
@@ -153,8 +155,7 @@ def test_sentinel2_checkpoint_with_prefix_and_aliases(
         model.patch_embed['sar'].proj.weight, stem[:, :2] * 13 / 2
     )
     assert "key prefix 'backbone.' removed" in report.adapted
-    assert any('learned embedding dropped' in line for line in report.adapted)
-    assert 'learned pos_embed' in caplog.text
+    assert any(line.startswith('encoder.pos_embed: learned') for line in report.adapted)
     assert 's2: patch embedding: 13 -> 4 bands by name' in caplog.text
 
 
@@ -446,3 +447,76 @@ def test_sensor_bands_must_fit_the_model(make_mae: MakeMAE) -> None:
         load_init_weights(model, 'none', sensor_bands={'sar': ['VV', 'VH']})
     with pytest.raises(ValueError, match="'opt' has 4 bands but sensor_bands names 3"):
         load_init_weights(model, 'none', sensor_bands={'opt': ['red', 'green', 'blue']})
+
+
+# -- weights as published (issue 11) -------------------------------------------------
+
+
+def test_learned_pos_embed_is_resampled_and_used(
+    tmp_path: Path, make_mae: MakeMAE, make_encoder: MakeEncoder
+) -> None:
+    torch.manual_seed(5)
+    timm_vit = make_encoder().eval()  # learned pos_embed of a 4 x 4 grid
+    path = tmp_path / 'supervised.safetensors'
+    save_file({k: v.contiguous() for k, v in timm_vit.state_dict().items()}, path)
+
+    same_grid = make_mae({'rgb': 3})
+    report = load_init_weights(same_grid, path)
+    assert same_grid.pos_embed_type == 'learned'
+    assert 'encoder.pos_embed' in report.loaded
+    assert torch.equal(same_grid.encoder.pos_embed, timm_vit.pos_embed)
+    # The encoder now computes what the published ViT computes, at its grid and,
+    # resampled as timm resamples, at another.
+    for size in (32, 48):
+        images = torch.randn(2, 3, size, size)
+        tokens = same_grid._embed(images, 'rgb')
+        ours = same_grid._encode(tokens)
+        torch.testing.assert_close(ours, timm_vit.forward_features(images))
+
+    larger = make_mae({'rgb': 3}, encoder={'img_size': 64})
+    report = load_init_weights(larger, path)
+    expected = resample_abs_pos_embed(timm_vit.pos_embed, [8, 8], num_prefix_tokens=1)
+    torch.testing.assert_close(larger.encoder.pos_embed, expected)
+    assert any('resampled from 4x4 to 8x8' in line for line in report.adapted)
+
+
+def test_sincos_pos_embed_keeps_the_fixed_embedding(
+    tmp_path: Path, make_mae: MakeMAE, vit_state: Callable[..., dict[str, Tensor]]
+) -> None:
+    path = tmp_path / 'mae_pretrain.pth'
+    torch.save({'model': vit_state(mae=True)}, path)
+    model = make_mae({'rgb': 3})
+    report = load_init_weights(model, path)
+    assert model.pos_embed_type == 'sincos'
+    assert 'encoder.pos_embed' not in model.state_dict()
+    assert any(line.startswith('pos_embed: not loaded') for line in report.adapted)
+
+
+def test_mae_reference_checkpoint_with_args_namespace(
+    tmp_path: Path, make_mae: MakeMAE, vit_state: Callable[..., dict[str, Tensor]]
+) -> None:
+    # What facebookresearch/mae (and CSPT) main_pretrain.py saves.
+    source = vit_state(mae=True)
+    args = argparse.Namespace(
+        model='mae_vit_base_patch16', lr=1.5e-4, norm_pix_loss=True
+    )
+    path = tmp_path / 'checkpoint-399.pth'
+    torch.save({'model': source, 'optimizer': {}, 'epoch': 399, 'args': args}, path)
+
+    model = make_mae({'rgb': 3})
+    report = load_init_weights(model, path)
+
+    assert report.adapted[0] == "weights found under ['model']"
+    assert_encoder_loaded(model, source)
+
+
+def test_namespace_does_not_open_the_door_to_code(
+    tmp_path: Path, make_mae: MakeMAE, vit_state: Callable[..., dict[str, Tensor]]
+) -> None:
+    marker = tmp_path / 'code_ran'
+    args = argparse.Namespace(model='mae_vit_base_patch16', hook=Payload(marker))
+    path = tmp_path / 'checkpoint-399.pth'
+    torch.save({'model': vit_state(), 'args': args}, path)
+    with pytest.raises(CheckpointError, match='contains pickled code'):
+        load_init_weights(make_mae({'rgb': 3}), path)
+    assert not marker.exists()

@@ -102,3 +102,29 @@ def test_far_off_resolution_is_resampled_to_the_training_one(
     result = predict_scene(near, ConvNet(), spec, tmp_path / 'n.tif', progress=False)
     with rasterio.open(result.output) as out:
         assert out.res == (12.0, 12.0), 'within tolerance: read as it is'
+
+
+def test_real_sar_is_converted_as_training_converted_it(
+    raster_writer: Callable[..., Path], metadata: dict[str, Any], tmp_path: Path
+) -> None:
+    # A model fine-tuned on linear power read as dB (issue 11).
+    metadata['sensor'].update(
+        bands=['VV'], in_chans=1, sar_scale='intensity', sar_mode='db', nodata=None,
+        statistics={'mean': [0.0], 'std': [1.0]},
+    )  # fmt: skip
+    spec = PredictionSpec.from_metadata(metadata)
+    # 10 log10 of these powers is 1 and 2 dB: classes 1 and 2; zero power is nodata.
+    data = np.full((1, 16, 16), 10**0.1, dtype=np.float32)
+    data[0, :, 8:] = 10**0.2
+    data[0, 0, 0] = 0
+    scene = raster_writer('sigma0_VV.tif', data)
+
+    result = predict_scene(
+        scene, ValueClassifier(), spec, tmp_path / 'm.tif', progress=False
+    )
+
+    with rasterio.open(result.output) as out:
+        classes = out.read(1)
+    assert classes[0, 0] == 255
+    assert (classes[1:, :8] == 1).all() and (classes[:, 8:] == 2).all()
+    assert spec.to_metadata()['sensor']['sar_scale'] == 'intensity'

@@ -15,7 +15,7 @@ def test_from_metadata_reads_the_schema(metadata: dict[str, Any]) -> None:
     assert spec.class_colours[1] == (51, 160, 44)
     assert spec.bands == ('red', 'green', 'blue') and spec.in_chans == 3
     assert spec.statistics.mean == (100.0,) * 3 and spec.statistics.std == (50.0,) * 3
-    assert spec.nodata == 0.0 and spec.sar_mode is None
+    assert spec.nodata == 0.0 and spec.sar is None
     assert (spec.tile, spec.overlap, spec.score_threshold) == (64, 16, 0.5)
     assert spec.num_classes == 3 and spec.res is None
 
@@ -60,6 +60,7 @@ def test_invalid_metadata_names_the_key(
         ({'in_chans': 4}, r'sensor\.bands'),
         ({'statistics': {'mean': [1, 2], 'std': [1, 1, 1]}}, r'statistics\.mean'),
         ({'sar_mode': 'phase'}, r'sensor\.sar_mode'),
+        ({'sar_mode': 'db', 'sar_scale': 'linear'}, r"unknown SAR scale 'linear'"),
         ({'nodata': 'none'}, r'sensor\.nodata'),
     ],
 )

@@ -74,6 +74,11 @@ def test_optical_and_sar_train_together(
             assert change > 1e-4, f'{key} did not train'
         sensor = metadata['sensors'][group]
         assert sensor['in_chans'] == len(names) and sensor['bands'] == names
+        # The sample's SAR is float dB: recognised as such and kept (issue 11).
+        sar = {'sar_scale': 'db', 'sar_mode': 'db'} if group == SAR else None
+        assert {k: sensor[k] for k in ('sar_scale', 'sar_mode')} == (
+            sar or {'sar_scale': None, 'sar_mode': None}
+        )
         stats = sensor['statistics']
         assert stats['bands'] == names
         assert len(stats['mean']) == len(stats['std']) == len(names)
@@ -191,9 +196,14 @@ def test_init_from_mae_and_timm_files(
         'green <- green, red <- red, nir <- mean of the checkpoint bands'
     ) in log
     if kind == 'timm':
-        assert 'learned pos_embed' in log  # timm's embedding is not MAE's sin-cos
+        # timm's learned embedding is not MAE's sin-cos: it is kept, resampled.
+        assert 'encoder.pos_embed: learned' in log
     state, metadata = load_model_file(run / 'pretrained.safetensors')
     assert metadata['training']['init'] == str(path)
+    # A learned embedding is kept (and exported); MAE's sin-cos is computed.
+    learned = kind == 'timm'
+    assert metadata['model']['pos_embed'] == ('learned' if learned else 'sincos')
+    assert ('encoder.pos_embed' in state) == learned
 
     def close(a: torch.Tensor, b: torch.Tensor) -> bool:
         return torch.allclose(a, b, atol=1e-6)
@@ -231,3 +241,13 @@ def test_init_from_mae_and_timm_files(
     else:
         assert all(close(state[key], random_init[key]) for key in decoder)
         assert close(head, initial_head)
+
+    if learned:  # resuming rebuilds the learned embedding before loading it
+        result = pretrain_cli(
+            sample_data / 'optical', '--out', run, *tiny_model, '--lr', '1e-9',
+            '--init', path, '--steps', 2, '--resume',
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        resumed, metadata = load_model_file(run / 'pretrained.safetensors')
+        assert metadata['training']['steps'] == 2
+        assert close(resumed['encoder.pos_embed'], state['encoder.pos_embed'])
