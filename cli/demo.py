@@ -15,12 +15,7 @@ HONEST = (
 
 
 @click.command()
-@click.argument(
-    'out_dir',
-    required=False,
-    default='dspt-geo-demo',
-    type=click.Path(file_okay=False, writable=True),
-)
+@click.argument('out_dir', required=False, default='dspt-geo-demo', type=click.Path())
 @click.option('--overwrite', is_flag=True, help='Replace a previous demo in OUT_DIR.')
 @click.option(
     '--quick',

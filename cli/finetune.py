@@ -69,7 +69,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 )
 @click.option(
     '--out',
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     help='Run folder (config, checkpoints, metrics.csv, model.safetensors). Required unless in --config.',
 )
 @click.option(

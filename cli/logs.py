@@ -1,12 +1,32 @@
 """Logging set-up shared by the commands."""
 
 import logging
+import warnings
+
+from dspt_geo import SUMMARY_LOGGER
 
 __all__ = ('configure_logging', 'route_lightning_logs')
 
+#: Third-party warnings that tell a dspt-geo user nothing to act on, as (message
+#: pattern, module pattern): shown with -vv only (issue #9).
+THIRD_PARTY_NOISE = (
+    # Lightning 2.6 calls a pytree API that newer torch deprecates, every step.
+    (r'`isinstance\(treespec, LeafSpec\)` is deprecated', r'lightning\.'),
+    # A resumed run writes into its own checkpoints/ folder.
+    (r'Checkpoint directory .* exists and is not empty', r'lightning\.'),
+    # The patch samplers draw by seed and step, and resume where they stopped.
+    (r"You're resuming from a checkpoint that ended before the epoch ended", ''),
+    # A resumed run with another --checkpoint-every: its periodic checkpoints go on.
+    (r'Be aware that when using `ckpt_path`, callbacks used to create', ''),
+)
+
 
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """Log to stderr: warnings by default, info with -v, debug with -vv, errors with -q."""
+    """Log to stderr: warnings by default, info with -v, debug with -vv, errors with -q.
+
+    A run's summary lines (:data:`dspt_geo.SUMMARY_LOGGER`) show by default too;
+    :data:`THIRD_PARTY_NOISE` only with -vv.
+    """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO)[min(verbose, 1)]
     if verbose >= 2:
         level = logging.DEBUG
@@ -16,10 +36,16 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     logging.getLogger('dspt_geo.models.weights.report').setLevel(
         logging.ERROR if quiet else min(level, logging.INFO)
     )
+    logging.getLogger(SUMMARY_LOGGER).setLevel(
+        level if quiet else min(level, logging.INFO)
+    )
     # GDAL's own warnings (TIFF tag quirks and the like) only with -vv.
     logging.getLogger('rasterio').setLevel(
         logging.DEBUG if verbose >= 2 else logging.ERROR
     )
+    if verbose < 2:
+        for message, module in THIRD_PARTY_NOISE:
+            warnings.filterwarnings('ignore', message=message, module=module)
 
 
 def route_lightning_logs() -> None:

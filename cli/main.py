@@ -5,7 +5,7 @@ from typing import Any
 import click
 
 from dspt_geo import __version__
-from dspt_geo.errors import DsptGeoError
+from dspt_geo.errors import DsptGeoError, RunInterruptedError
 
 from .demo import demo
 from .evaluate import evaluate
@@ -20,9 +20,20 @@ class DsptGeoGroup(click.Group):
     """Click group that reports user errors in one line, without a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand, turning :class:`DsptGeoError` into a usage-style exit."""
+        """Run the subcommand, turning :class:`DsptGeoError` into a usage-style exit.
+
+        A run stopped by a signal says how to resume and exits with 128 + the
+        signal (143 for SIGTERM), as a shell reports a killed process; Ctrl+C
+        before a run has anything to save exits with 130.
+        """
         try:
             return super().invoke(ctx)
+        except RunInterruptedError as stop:
+            click.echo(f'Stopped: {stop}', err=True)
+            ctx.exit(stop.exit_code)
+        except KeyboardInterrupt:
+            click.echo('Stopped: interrupted (Ctrl+C)', err=True)
+            ctx.exit(130)
         except DsptGeoError as error:
             raise click.ClickException(str(error)) from error
 

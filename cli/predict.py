@@ -59,7 +59,7 @@ from .logs import route_lightning_logs
 )
 @click.option(
     '--qgis-project',
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     help='Also write a QGIS project (.qgz) with the scene and the styled outputs (one scene).',
 )
 @click.option('--overwrite', is_flag=True, help='Replace existing outputs.')

@@ -21,7 +21,7 @@ from .options import (
 @click.argument('paths', nargs=-1, type=click.Path(exists=True))
 @click.option(
     '--out',
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     help='Run folder (config, checkpoints, metrics, previews, pretrained.safetensors). Required unless in --config.',
 )
 @click.option(

@@ -12,4 +12,9 @@ __version__ = '0.1.0'
 # Library code logs; the command line decides what is shown.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ('__version__',)
+#: Logger of the few lines that say what a run will do (its peak learning rate, its
+#: class weights), once per run: the command line shows them at its default
+#: verbosity, where other INFO lines need -v.
+SUMMARY_LOGGER = f'{__name__}.summary'
+
+__all__ = ('SUMMARY_LOGGER', '__version__')

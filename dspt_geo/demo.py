@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import RunDirError
+from .outputs import check_output_path
 
 __all__ = ('DEMO_MARKER', 'DemoResult', 'DemoSettings', 'run_demo')
 
@@ -149,6 +150,7 @@ def run_demo(
         the written paths and the timings.
 
     Raises:
+        OutputPathError: If *out_dir* is a file or cannot be created.
         RunDirError: If *out_dir* exists and is not empty (without *overwrite*),
             or, with *overwrite*, is not a demo folder.
 
@@ -306,12 +308,11 @@ def _prepare(out: Path, overwrite: bool) -> None:
     """Create *out*, or empty a previous demo folder there with *overwrite*.
 
     Raises:
-        RunDirError: If *out* is a file, or a non-empty folder without
-            *overwrite*, or (with *overwrite*) not a demo folder.
+        OutputPathError: If *out* is a file or cannot be created.
+        RunDirError: If *out* is a non-empty folder without *overwrite*, or
+            (with *overwrite*) not a demo folder.
     """
-    if out.exists() and not out.is_dir():
-        msg = f'{out} is a file; name a folder for the demo'
-        raise RunDirError(msg)
+    check_output_path(out, 'OUT_DIR', folder=True)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             msg = (

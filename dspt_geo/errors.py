@@ -14,8 +14,10 @@ __all__ = (
     'IncompatibleRasterError',
     'LabelError',
     'NoRastersFoundError',
+    'OutputPathError',
     'RasterReadError',
     'RunDirError',
+    'RunInterruptedError',
 )
 
 
@@ -25,6 +27,10 @@ class DsptGeoError(Exception):
 
 class NoRastersFoundError(DsptGeoError, FileNotFoundError):
     """No readable, georeferenced raster was found under the given paths."""
+
+
+class OutputPathError(DsptGeoError, OSError):
+    """An output cannot be written where the user asked (a file in the way, no permission)."""
 
 
 class RasterReadError(DsptGeoError, OSError):
@@ -49,6 +55,27 @@ class ConfigError(DsptGeoError, ValueError):
 
 class RunDirError(DsptGeoError, FileExistsError):
     """A run folder holds a finished or different run that would be overwritten."""
+
+
+class RunInterruptedError(DsptGeoError):
+    """A signal stopped a run; its checkpoint lets the same command resume it.
+
+    Attributes:
+        signum: the signal.
+        exit_code: the process's exit status, 128 + *signum* (as a shell reports
+            a process killed by the signal).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        """Initialise the error.
+
+        Args:
+            message: what stopped, what was saved, how to resume.
+            signum: the signal.
+        """
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class LabelError(DsptGeoError, ValueError):

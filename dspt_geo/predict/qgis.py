@@ -367,6 +367,7 @@ def write_qgis_project(
     ET.SubElement(spatial, 'ProjectionsEnabled', type='int').text = '1'
 
     text = _to_text(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with (
         atomic_path(path) as temp,
         zipfile.ZipFile(temp, 'w', compression=zipfile.ZIP_DEFLATED) as archive,

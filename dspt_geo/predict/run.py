@@ -269,6 +269,7 @@ def predict_scene(
         _gdal_env(reader, size),
         _eval_mode(model),
     ):
+        out_path.parent.mkdir(parents=True, exist_ok=True)  # checked above
         model.to(device)
         tiles = (
             cell_tiles(reader.height, reader.width, size)

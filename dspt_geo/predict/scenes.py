@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from ..data.discovery import RASTER_EXTENSIONS
 from ..errors import ConfigError, NoRastersFoundError
 from ..models.finetuned import load_finetuned
+from ..outputs import check_output_path
 from .qgis import write_qgis_project
 from .run import PredictionResult, predict_scene
 from .spec import PredictionSpec
@@ -131,18 +132,22 @@ def predict_scenes(
 
     Raises:
         ConfigError: If the options contradict each other.
+        OutputPathError: If an output cannot be written (checked before the
+            first scene is read; nothing is created).
         NoRastersFoundError: If a scene is missing.
         CheckpointError: If the model file is not a fine-tuned dspt-geo model.
     """
     found = find_scenes(scenes)
-    if qgis_project is not None and len(found) != 1:
-        msg = '--qgis-project writes a project for one scene; predict one scene'
-        raise ConfigError(msg)
+    if qgis_project is not None:
+        if len(found) != 1:
+            msg = '--qgis-project writes a project for one scene; predict one scene'
+            raise ConfigError(msg)
+        check_output_path(qgis_project, '--qgis-project')
     model, metadata = load_finetuned(model_file)
     spec = PredictionSpec.from_metadata(metadata)
     targets = [(s, output_path(s, spec.task, out, many=len(found) > 1)) for s in found]
     for _, target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(target, 'output' if out is None else '--out')
 
     rank, world = (
         int(os.environ.get('RANK', '0')),

@@ -36,6 +36,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from ..errors import DsptGeoError
+from ..outputs import check_output_path
 
 __all__ = (
     'RASTER_SUFFIXES',
@@ -123,37 +124,28 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
-def check_outputs(paths: Sequence[str | os.PathLike[str]], overwrite: bool) -> None:
-    """Fail early when an output exists or its folder cannot be written.
-
-    Missing folders are created.
+def check_outputs(
+    paths: Sequence[str | os.PathLike[str]], overwrite: bool, option: str = 'output'
+) -> None:
+    """Fail early when an output exists or cannot be written; create nothing.
 
     Args:
         paths: the files a run will write.
         overwrite: whether existing files may be replaced.
+        option: what named the outputs (``--out``), for the messages.
 
     Raises:
-        DsptGeoError: If a file exists (and not *overwrite*) or a folder cannot be
-            created or written to.
+        OutputPathError: If a file cannot be written (see
+            :func:`~dspt_geo.outputs.check_output_path`).
+        DsptGeoError: If a file exists (and not *overwrite*).
 
     .. versionadded:: 0.1
     """
-    for path in map(Path, paths):
-        if path.is_dir():
-            msg = f'output {path} is a folder; give a file name'
-            raise DsptGeoError(msg)
+    for path in paths:
+        path = check_output_path(path, option)
         if path.exists() and not overwrite:
-            msg = f'output {path} exists; pass overwrite (--overwrite) to replace it'
+            msg = f'{option} {path} exists; pass overwrite (--overwrite) to replace it'
             raise DsptGeoError(msg)
-        probe = temp_path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with probe.open('xb'):
-                pass
-            probe.unlink()
-        except OSError as error:
-            msg = f'cannot write {path}: {error.strerror or error}'
-            raise DsptGeoError(msg) from error
 
 
 class CogWriter:

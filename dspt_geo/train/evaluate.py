@@ -1,29 +1,45 @@
 """Evaluate a fine-tuned model on labelled data: the task's standard metrics.
 
 :func:`evaluate` reads labels as fine-tuning does, with the model's class table,
-band layout, tile size and normalisation statistics, and scores every chip, or
-overlapping windows over every scene that count each labelled pixel once, with
-the metrics of validation (:class:`~dspt_geo.train.metrics.TaskMetrics`). With
-``split='val'`` it reopens the fine-tuning run's own validation split (the split
-and seed are in the model file) and reproduces the metric the run logged.
+band layout, tile size and normalisation statistics, and scores them with the
+metrics of validation (:class:`~dspt_geo.train.metrics.TaskMetrics`):
+
+- segmentation scenes (``split='all'``): exactly what ``dspt-geo predict``
+  writes. Each scene goes through :func:`~dspt_geo.predict.predict_scene` (its
+  windows, its blending, its nodata) into a temporary mask, which is scored
+  against the labels pixel by pixel;
+- chips, and detection scenes: every chip, or overlapping windows over every
+  scene that count each labelled pixel (each box) once;
+- ``split='val'`` (or ``'train'``, ``'test'``): the fine-tuning run's own split
+  (the split and seed are in the model file), in the windows validation used, so
+  that the metric the run logged is reproduced.
 """
 
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import rasterio
 import torch
 from PIL import Image, ImageDraw
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+from torch import nn
+from tqdm.auto import tqdm
 
-from ..data.labels import ClassTable, open_labelled
+from ..data.labels import ClassTable, SceneDataset, open_labelled
 from ..data.statistics import BandStatistics
 from ..data.transforms import normalise
 from ..errors import IncompatibleRasterError, LabelError
 from ..models import load_finetuned
+from ..predict import PredictionSpec, predict_scene
+from ..predict.run import NODATA
 from .config import parse_split
 from .finetune_data import evaluation_dataset, evaluation_loader
 from .metrics import TaskMetrics
@@ -54,6 +70,9 @@ def evaluate(
     batch_size: int | None = None,
     num_workers: int = 0,
     device: str | torch.device | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score a fine-tuned model on labelled data.
 
@@ -68,6 +87,11 @@ def evaluate(
         batch_size: chips per batch (default: the run's).
         num_workers: DataLoader workers.
         device: where to run the model (default: a GPU if there is one).
+        tile: window side on scenes, as ``dspt-geo predict --tile`` (default: the
+            model's training tile).
+        overlap: overlap of the windows, as ``predict --overlap`` (default: the
+            model's).
+        progress: show a progress bar (stderr).
 
     Returns:
         the report: ``task``, the task's metrics (see
@@ -91,7 +115,7 @@ def evaluate(
     table = ClassTable.from_dict(metadata['class_table'])
     sensor = metadata['sensor']
     training = metadata.get('training') or {}
-    tile = metadata['tile']
+    tile_size = int(metadata['tile']['size']) if tile is None else tile
     seed = int(training.get('seed', 0))
     data = open_labelled(
         task,
@@ -100,7 +124,7 @@ def evaluate(
         class_column,
         None if split == 'all' else parse_split(training.get('split', 'auto'), seed),
         class_table=table,
-        size=int(tile['size']),
+        size=tile_size,
         seed=seed,
     )
     _check_bands(data.bands, sensor, Path(model_path))
@@ -111,20 +135,35 @@ def evaluate(
             f'{training.get("split", "auto")!r}); evaluate --split all, or another split'
         )
         raise LabelError(msg)
-    statistics = BandStatistics.from_dict(sensor['statistics'])
-    loader = evaluation_loader(
-        evaluation_dataset(chosen, int(tile.get('overlap', 0))),
-        batch_size or int(training.get('batch_size', 16)),
-        num_workers,
-    )
     target = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model.to(target)
     metrics = TaskMetrics(task, table.names, table.ignore_index).to(target)
-    with torch.inference_mode():
-        for batch in loader:
-            batch = _to(batch, target)
-            images_ = normalise(batch['image'], batch['valid'], statistics)
-            metrics.update(batch, model(images_))
+    if task == 'segment' and split == 'all' and isinstance(chosen, SceneDataset):
+        spec = PredictionSpec.from_metadata(metadata)
+        for scene in sorted(set(map(str, chosen.images.index['filepath']))):
+            _score_prediction(
+                scene, chosen, model, spec, metrics, target,
+                batch_size=batch_size or 8, tile=tile, overlap=overlap,
+                progress=progress,
+            )  # fmt: skip
+    else:
+        statistics = BandStatistics.from_dict(sensor['statistics'])
+        loader = evaluation_loader(
+            evaluation_dataset(
+                chosen,
+                int(metadata['tile'].get('overlap', 0) if overlap is None else overlap),
+                size=tile_size,
+            ),
+            batch_size or int(training.get('batch_size', 16)),
+            num_workers,
+        )
+        model.to(target).eval()
+        with torch.inference_mode():
+            for batch in tqdm(
+                loader, desc='evaluating', unit='batch', disable=not progress
+            ):
+                batch = _to(batch, target)
+                images_ = normalise(batch['image'], batch['valid'], statistics)
+                metrics.update(batch, model(images_))
     report = metrics.compute()
     report.update(
         {
@@ -136,6 +175,55 @@ def evaluate(
         }
     )
     return report
+
+
+def _score_prediction(
+    scene: str,
+    scenes: SceneDataset,
+    model: nn.Module,
+    spec: PredictionSpec,
+    metrics: TaskMetrics,
+    device: torch.device,
+    *,
+    batch_size: int,
+    tile: int | None,
+    overlap: int | None,
+    progress: bool,
+    rows: int = 512,
+) -> None:
+    """Predict *scene* as ``dspt-geo predict`` does; score the written mask.
+
+    The mask is written to a temporary folder and read back in strips of *rows*,
+    each against the labels of the same pixels (nodata pixels are not scored).
+
+    Raises:
+        LabelError: If the scene is not on the grid the labels are read on (its
+            CRS or pixel size differs from the first scene's).
+    """
+    ignore = scenes.class_table.ignore_index
+    with tempfile.TemporaryDirectory(prefix='dspt-geo-evaluate-') as folder:
+        path = Path(folder) / 'mask.tif'
+        predict_scene(
+            scene, model, spec, path, device=device, batch_size=batch_size,
+            tile=tile, overlap=overlap, progress=progress, style=False,
+        )  # fmt: skip
+        with rasterio.open(path) as mask:
+            grid = CRS.from_user_input(scenes.images.crs), scenes.images.res
+            if mask.crs != grid[0] or not np.allclose(mask.res, grid[1]):
+                msg = (
+                    f'{scene} is in {mask.crs} at {mask.res[0]:g} units per pixel, '
+                    f'the labels are read in {grid[0]} at {grid[1][0]:g}; evaluate '
+                    'scenes of one CRS and pixel size together'
+                )
+                raise LabelError(msg)
+            for top in range(0, mask.height, rows):
+                window = Window(0, top, mask.width, min(rows, mask.height - top))
+                predicted = torch.from_numpy(mask.read(1, window=window)).long()
+                labels = scenes.read(window_bounds(window, mask.transform))['mask']
+                nodata = predicted == NODATA
+                labels[nodata] = ignore
+                predicted[nodata] = 0
+                metrics.update_mask(predicted.to(device), labels.to(device))
 
 
 def _paths(
@@ -193,6 +281,7 @@ def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> list[P
         the files written.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     if report['task'] == 'classify':
         png = path.with_name(f'{path.stem}_confusion.png')

@@ -10,7 +10,7 @@ Normalisation and augmentation run on the training device, per batch.
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -26,6 +26,7 @@ from torch.utils.data import (
     Sampler,
 )
 
+from .. import SUMMARY_LOGGER
 from ..data.labels import (
     ChipDetectionDataset,
     ChipSegmentationDataset,
@@ -45,6 +46,7 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
+summary = logging.getLogger(SUMMARY_LOGGER)
 
 # Lightning warns that an IterableDataset with __len__ may repeat data across workers;
 # the scene datasets shard themselves by worker and rank, their __len__ is per process.
@@ -60,20 +62,22 @@ _MAX_WEIGHT = 50.0
 
 
 def evaluation_dataset(
-    dataset: Dataset[dict[str, Tensor]], overlap: int = 0
+    dataset: Dataset[dict[str, Tensor]], overlap: int = 0, size: int | None = None
 ) -> Dataset[dict[str, Tensor]]:
     """What to score of a split: its chips, or overlapping windows over its scenes.
 
     Args:
         dataset: a split of :class:`~dspt_geo.data.labels.LabelledData`.
         overlap: pixels shared by neighbouring scene windows.
+        size: side of the scene windows (default: the dataset's chip size).
 
     Returns:
         :class:`SceneWindows` over the scenes' area, chip windows that score each
         pixel once (segmentation and detection chips), or the chips as they are.
     """
     if isinstance(dataset, SceneDataset):
-        return SceneWindows(dataset, overlap=min(overlap, dataset.size - 1))
+        size = size or dataset.size
+        return SceneWindows(dataset, overlap=min(overlap, size - 1), size=size)
     if isinstance(dataset, ChipSegmentationDataset | ChipDetectionDataset):
         return dataset.scored()
     return dataset
@@ -135,6 +139,7 @@ def segmentation_class_weights(
     method: Literal['auto', 'median', 'inverse', 'none'] = 'auto',
     max_samples: int = 64,
     seed: int = 0,
+    class_names: Sequence[str] = (),
 ) -> list[float] | None:
     """Class weights of the segmentation loss from the label frequencies.
 
@@ -152,11 +157,13 @@ def segmentation_class_weights(
         method: ``'auto'``, ``'median'``, ``'inverse'`` or ``'none'``.
         max_samples: chips to count.
         seed: seed of the chips drawn from map-style datasets.
+        class_names: names of the classes, for the log line saying the choice.
 
     Returns:
         one weight per class, or None for an unweighted loss.
     """
     if method == 'none':
+        summary.info('class weights: none (--class-weights none)')
         return None
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for sample in _some_samples(dataset, max_samples, seed):
@@ -167,11 +174,19 @@ def segmentation_class_weights(
         ].double()
     present = counts > 0
     if not present.any():
+        summary.info('class weights: none (no labelled pixel in the chips counted)')
         return None
     frequency = counts / counts.sum()
     seen = frequency[present]
     if method == 'auto':
-        if float(seen.max() / seen.min()) <= _AUTO_IMBALANCE:
+        imbalance = float(seen.max() / seen.min())
+        if imbalance <= _AUTO_IMBALANCE:
+            summary.info(
+                'class weights: none (--class-weights auto: the classes are within '
+                '%.1fx of each other, from %d labelled pixels)',
+                imbalance,
+                int(counts.sum()),
+            )
             return None
         method = 'median'
     weights = torch.zeros(num_classes, dtype=torch.float64)
@@ -181,11 +196,18 @@ def segmentation_class_weights(
         weights[present] = 1 / (len(seen) * seen)
     weights = weights.clamp(max=_MAX_WEIGHT)
     weights[~present] = weights[present].max()
-    logger.info(
+    summary.info(
         'class weights (%s frequency, from %d labelled pixels): %s',
         method,
         int(counts.sum()),
-        ', '.join(f'{w:.3g}' for w in weights.tolist()),
+        ', '.join(
+            f'{name} {w:.3g}'
+            for name, w in zip(
+                class_names or map(str, range(num_classes)),
+                weights.tolist(),
+                strict=True,
+            )
+        ),
     )
     return [float(w) for w in weights]
 

@@ -97,6 +97,15 @@ class TaskMetrics(nn.Module):
         """Name of the metric that ranks validations (higher is better)."""
         return MONITORED[self.task]
 
+    def update_mask(self, predicted: Tensor, mask: Tensor) -> None:
+        """Add predicted class indices of segmentation against the labelled mask.
+
+        Args:
+            predicted: class indices, any shape.
+            mask: labels of the same pixels (``ignore_index`` where unlabelled).
+        """
+        self.confusion.update(predicted, mask)
+
     def update(self, batch: dict[str, Any], output: Any) -> None:
         """Add a batch and the model's output on it.
 
@@ -111,7 +120,7 @@ class TaskMetrics(nn.Module):
             case 'classify':
                 self.confusion.update(output.argmax(dim=1), batch['label'])
             case 'segment':
-                self.confusion.update(output.argmax(dim=1), batch['mask'])
+                self.update_mask(output.argmax(dim=1), batch['mask'])
             case 'detect':
                 self._update_detection(batch, output)
 

@@ -1,5 +1,6 @@
-"""AdamW parameter groups and the warmup + cosine learning-rate schedule."""
+"""The peak learning rate, AdamW parameter groups and the warmup + cosine schedule."""
 
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -8,18 +9,60 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from .. import SUMMARY_LOGGER
+
 __all__ = (
     'LayeredModel',
     'WarmupCosine',
     'decay_groups',
     'layer_decay_groups',
+    'peak_lr',
     'scaled_lr',
 )
+
+logger = logging.getLogger(__name__)
+summary = logging.getLogger(SUMMARY_LOGGER)
 
 
 def scaled_lr(base_lr: float, effective_batch: int) -> float:
     """MAE's linear scaling rule: ``base_lr * effective_batch / 256``."""
     return base_lr * effective_batch / 256
+
+
+def peak_lr(
+    lr: float | None,
+    base_lr: float,
+    effective_batch: int,
+    *,
+    low: float,
+    suggested: float,
+) -> float:
+    """The run's peak learning rate, said once; a warning when it is low.
+
+    Args:
+        lr: the absolute peak (``--lr``), or None to scale *base_lr*.
+        base_lr: the rate per 256 images (``--base-lr``).
+        effective_batch: images per optimiser step, all processes together.
+        low: below this peak, a short or small-batch run barely learns.
+        suggested: the ``--lr`` the warning suggests.
+
+    Returns:
+        *lr*, else :func:`scaled_lr`.
+    """
+    if lr is not None:
+        peak, source = lr, '--lr'
+    else:
+        peak = scaled_lr(base_lr, effective_batch)
+        source = f'--base-lr {base_lr:g} x batch {effective_batch} / 256'
+    summary.info('peak learning rate %.3g (%s)', peak, source)
+    if peak < low:
+        logger.warning(
+            'peak learning rate %.3g is low for a short or small-batch run; '
+            'consider --lr %g',
+            peak,
+            suggested,
+        )
+    return peak
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:

@@ -20,7 +20,8 @@ from ..models import load_init_weights, save_model_file
 from .callbacks import MetricsCSV, ReconstructionPreview
 from .config import PretrainConfig
 from .datamodule import PretrainDataModule, discover_groups
-from .optim import scaled_lr
+from .interrupt import stop_on_signals
+from .optim import peak_lr
 from .pretrain import MAEPretrainTask
 from .rundir import (
     build_trainer,
@@ -83,6 +84,8 @@ def pretrain(
     Raises:
         RunDirError: If the folder holds a finished run (without *resume* or
             *overwrite*) or a run of another model shape.
+        RunInterruptedError: If SIGTERM, SIGINT or SIGUSR1 stopped the run (after
+            saving its checkpoint).
     """
     run = config.run_dir
     checkpoint = check_run_dir(
@@ -99,19 +102,13 @@ def pretrain(
     sensors = {group.name: list(group.bands) for group in groups}
 
     trainer = _trainer(config, run, multi_sensor=len(groups) > 1)
-    effective_batch = config.batch_size * config.accumulate * trainer.world_size
-    lr = (
-        config.lr
-        if config.lr is not None
-        else scaled_lr(config.base_lr, effective_batch)
+    lr = peak_lr(
+        config.lr,
+        config.base_lr,
+        config.batch_size * config.accumulate * trainer.world_size,
+        low=_LOW_LR,
+        suggested=1e-3,
     )
-    if lr < _LOW_LR:
-        logger.warning(
-            'peak learning rate %.2g (base_lr x batch %d / 256) is low for a short or '
-            'small-batch run; consider --lr 1e-3',
-            lr,
-            effective_batch,
-        )
     if not torch.cuda.is_available() and any(
         size in config.model for size in ('base', 'large', 'huge', 'giant')
     ):
@@ -169,7 +166,10 @@ def pretrain(
         ]
     )
     started = time.time()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    with stop_on_signals(trainer, 'pre-training', run):
+        trainer.fit(
+            task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True
+        )
     save_last_checkpoint(trainer, run)
     path = run / MODEL_FILE
     if trainer.is_global_zero:

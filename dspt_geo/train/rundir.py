@@ -27,7 +27,9 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.strategies import DDPStrategy
 
 from ..errors import RunDirError
+from ..outputs import check_output_path
 from .config import RunConfig
+from .interrupt import CheckpointOnStop
 
 __all__ = (
     'LAST_CHECKPOINT',
@@ -89,10 +91,11 @@ def check_run_dir(
         ``RUN_DIR/checkpoints/last.ckpt`` when there is one to resume from.
 
     Raises:
+        OutputPathError: If the folder cannot be written.
         RunDirError: If the folder holds a finished run (without *resume* or
             *overwrite*) or a run of another model shape.
     """
-    run = config.run_dir
+    run = check_output_path(config.run_dir, '--out', folder=True)
     last = run / LAST_CHECKPOINT
     if rank_zero_only.rank != 0:
         return last if last.exists() else None
@@ -190,7 +193,8 @@ def build_trainer(
     """A Lightning Trainer with the run's hardware, length and checkpoints.
 
     Checkpoints go to ``RUN_DIR/checkpoints`` every ``checkpoint_every`` steps,
-    the two latest kept beside ``last.ckpt``. Samplers are the data module's
+    the two latest kept beside ``last.ckpt``, which a stop by signal also writes
+    (:mod:`dspt_geo.train.interrupt`). Samplers are the data module's
     (``use_distributed_sampler=False``): the datasets shard themselves. The data
     modules' loaders are made anew every epoch: DataLoader workers get a copy of
     the dataset when an epoch starts, and only a new loader carries the epoch
@@ -227,7 +231,12 @@ def build_trainer(
         num_nodes=settings.num_nodes,
         strategy=strategy or settings.strategy,
         precision=resolve_precision(settings.precision),
-        callbacks=[checkpoints, StderrProgressBar(), *callbacks],
+        callbacks=[
+            checkpoints,
+            CheckpointOnStop(run / LAST_CHECKPOINT),
+            StderrProgressBar(),
+            *callbacks,
+        ],
         logger=False,
         default_root_dir=run,
         use_distributed_sampler=False,
@@ -256,6 +265,14 @@ class StderrProgressBar(TQDMProgressBar):
         """The validation bar, on stderr."""
         with contextlib.redirect_stdout(sys.stderr):
             return super().init_validation_tqdm()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Close the open bars, so that the message of a stop gets a line of its own."""
+        for bar in (self._train_progress_bar, self._val_progress_bar):
+            if bar is not None and not bar.disable:
+                bar.close()
 
 
 def save_last_checkpoint(trainer: L.Trainer, run: Path) -> None:

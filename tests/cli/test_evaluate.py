@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from PIL import Image
 
@@ -56,6 +57,39 @@ def test_segmentation_report_per_class(trained, labelled, tiny, cli_run, tmp_pat
     ious = [row['iou'] for row in rows.values()]
     assert report['miou'] == pytest.approx(np.mean(ious))
     assert all(0 <= row['f1'] <= 1 and row['f1'] >= row['iou'] for row in rows.values())
+
+
+@pytest.mark.parametrize('options', [(), ('--overlap', '4', '--batch-size', '3')])
+def test_evaluate_scores_exactly_what_predict_writes(
+    options, trained, labelled, cli_run, tmp_path
+):
+    model = trained('segment') / 'model.safetensors'
+    scene = next((labelled.shapes_test / 'images').glob('*.tif'))
+    labels = labelled.shapes_test / 'labels' / scene.name
+    mask = tmp_path / 'mask.tif'
+
+    predicted = cli_run('predict', scene, '--model', model, '--out', mask, *options)
+    evaluated = cli_run(
+        'evaluate', model, '--images', scene, '--labels', labels,
+        '--json', tmp_path / 'report.json', *options,
+    )  # fmt: skip
+
+    assert predicted.exit_code == 0, predicted.output
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f'{scene.name}: 100%' in evaluated.stderr, 'the progress bar of predict'
+    report = json.loads((tmp_path / 'report.json').read_text())
+    with rasterio.open(mask) as out, rasterio.open(labels) as truth:
+        written, expected = out.read(1).astype(int), truth.read(1).astype(int)
+    scored = written != 255
+    confusion = np.zeros((3, 3), int)
+    np.add.at(confusion, (expected[scored], written[scored]), 1)
+    tp = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    assert report['pixels'] == scored.sum()
+    assert report['miou'] == pytest.approx((tp[present] / union[present]).mean())
+    supports = [row['support'] for row in report['per_class'].values()]
+    assert supports == confusion.sum(1).tolist()
 
 
 # Input evaluate refuses: one message, exit 1, no report written.
