@@ -14,8 +14,8 @@ from .finetune import finetune
 from .info import info
 from .logs import configure_logging
 from .predict import predict
-from .qgis_plugin import qgis_plugin
 from .pretrain import pretrain
+from .qgis_plugin import qgis_plugin
 
 
 class DsptGeoGroup(click.Group):
