@@ -9,11 +9,13 @@ from dspt_geo.errors import DsptGeoError, RunInterruptedError
 
 from .demo import demo
 from .evaluate import evaluate
+from .export import export
 from .finetune import finetune
 from .info import info
 from .logs import configure_logging
 from .predict import predict
 from .pretrain import pretrain
+from .qgis_plugin import qgis_plugin
 
 
 class DsptGeoGroup(click.Group):
@@ -58,3 +60,5 @@ cli.add_command(finetune)
 cli.add_command(evaluate)
 cli.add_command(predict)
 cli.add_command(demo)
+cli.add_command(export)
+cli.add_command(qgis_plugin)
