@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from .dataset import SensorDataset
@@ -25,7 +26,9 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
 
     Use with ``DataLoader(stream, batch_size=None, num_workers=N)``: batching happens
     here. Every process (DDP rank x DataLoader worker) yields its share of
-    *batches* per epoch, drawn from its own seed.
+    *batches* per epoch, drawn from its own seed. ``image`` and ``valid`` are
+    stacked tensors when the batch's windows share one size, else lists of one
+    tensor per sample (windows of files smaller than *window*).
     """
 
     def __init__(
@@ -36,16 +39,19 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
         batches: int,
         min_valid_fraction: float = 0.5,
         seed: int = 0,
+        window: int | None = None,
     ) -> None:
         """Initialise the stream.
 
         Args:
             datasets: sensor group name -> dataset.
-            size: patch size in pixels.
+            size: patch size in pixels (the least, with *window*).
             batch_size: patches per batch.
             batches: batches per epoch over all processes.
             min_valid_fraction: patches with fewer valid pixels are skipped.
             seed: base seed.
+            window: side of the windows read, capped by each file (see
+                :class:`~dspt_geo.data.sampling.PatchStream`); None is *size*.
         """
         self.names = list(datasets)
         self.batch_size = batch_size
@@ -60,6 +66,7 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
                 length=batches * batch_size,
                 min_valid_fraction=min_valid_fraction,
                 seed=seed + i,
+                window=window,
             )
             for i, (name, dataset) in enumerate(datasets.items())
         }
@@ -94,8 +101,8 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
                 int(torch.multinomial(self.weights, 1, generator=generator))
             ]
             samples = [next(patches[name]) for _ in range(self.batch_size)]
-            yield {
-                'image': torch.stack([sample['image'] for sample in samples]),
-                'valid': torch.stack([sample['valid'] for sample in samples]),
-                'sensor': name,
-            }
+            images: Tensor | list[Tensor] = [sample['image'] for sample in samples]
+            valid: Tensor | list[Tensor] = [sample['valid'] for sample in samples]
+            if len({sample['image'].shape for sample in samples}) == 1:
+                images, valid = torch.stack(images), torch.stack(valid)
+            yield {'image': images, 'valid': valid, 'sensor': name}

@@ -58,19 +58,28 @@ class DistributedRandomGeoSampler(RandomGeoSampler):
     Each process draws ``length / shards`` patches (its share) from its own
     generator, so ranks and workers never repeat one another. Patches are placed on
     the pixel grid of the file they are drawn from, which keeps reads free of
-    resampling.
+    resampling. With a *window* larger than *size*, every file larger than *size*
+    yields square windows of side *window*, or of its own shorter side where that is
+    smaller (issue 11: MAE crops a part of a larger image).
     """
 
     def __init__(
-        self, dataset: SensorDataset, size: int, length: int, seed: int = 0
+        self,
+        dataset: SensorDataset,
+        size: int,
+        length: int,
+        seed: int = 0,
+        window: int | None = None,
     ) -> None:
         """Initialise the sampler.
 
         Args:
             dataset: dataset to draw from.
-            size: patch size in pixels.
+            size: least patch size in pixels; smaller files are not drawn from.
             length: patches per epoch, over all processes.
             seed: base seed; with the epoch and shard it seeds each process.
+            window: side of the windows read in pixels, at least *size*, capped by
+                each file's extent; None is *size*.
 
         Raises:
             IncompatibleRasterError: If *size* is larger than every raster.
@@ -93,6 +102,13 @@ class DistributedRandomGeoSampler(RandomGeoSampler):
         self.seed = seed
         self.epoch = 0
         self._iterations = 0
+        side = max(size, window or size)
+        # Window of every file in CRS units (height, width): square in pixels.
+        self.windows: list[tuple[float, float]] = []
+        for xmin, ymin, xmax, ymax in self.bounds:
+            fits = min((xmax - xmin) / self.res[0], (ymax - ymin) / self.res[1])
+            pixels = min(side, int(fits + 1e-6))
+            self.windows.append((pixels * self.res[1], pixels * self.res[0]))
 
     def set_epoch(self, epoch: int) -> None:
         """Draw a new set of patches for *epoch* (call before each epoch)."""
@@ -114,7 +130,7 @@ class DistributedRandomGeoSampler(RandomGeoSampler):
         while True:
             idx = int(torch.multinomial(self.areas, 1, generator=generator))
             x, y = get_random_bounding_box(
-                self.bounds[idx], self.size, self.res, generator
+                self.bounds[idx], self.windows[idx], self.res, generator
             )
             interval = self.intervals[idx]
             yield x, y, slice(interval.left, interval.right)
@@ -156,7 +172,7 @@ class PatchStream(IterableDataset[dict[str, Any]]):
     DDP or not: every process streams its own share of *length* patches. Samples
     are torchgeo's (``image``, ``crs``, ``bounds``) plus ``valid``, the
     :meth:`~dspt_geo.data.SensorDataset.valid_mask` the filter computed. Collate
-    with :func:`torchgeo.datasets.stack_samples`.
+    with :func:`torchgeo.datasets.stack_samples` (windows of one size only).
     """
 
     def __init__(
@@ -167,21 +183,27 @@ class PatchStream(IterableDataset[dict[str, Any]]):
         min_valid_fraction: float = 0.5,
         seed: int = 0,
         max_rejections: int = 200,
+        window: int | None = None,
     ) -> None:
         """Initialise the stream.
 
         Args:
             dataset: dataset to read.
-            size: patch size in pixels.
+            size: patch size in pixels (the least, with *window*).
             length: patches per epoch over all processes.
             min_valid_fraction: patches with a smaller share of valid pixels are
                 skipped.
             seed: base seed of the sampler.
             max_rejections: rejected draws in a row after which the data is deemed
                 empty.
+            window: read square windows of this side where a file is large enough,
+                else of the file's shorter side (see
+                :class:`DistributedRandomGeoSampler`); None is *size*.
         """
         self.dataset = dataset
-        self.sampler = DistributedRandomGeoSampler(dataset, size, length, seed)
+        self.sampler = DistributedRandomGeoSampler(
+            dataset, size, length, seed, window=window
+        )
         self.min_valid_fraction = min_valid_fraction
         self.max_rejections = max_rejections
 

@@ -1,11 +1,13 @@
 """Batch transforms that run on the training device: normalisation and augmentation.
 
-Both take a whole batch ``(B, C, H, W)`` with its valid-pixel mask ``(B, H, W)``, so they
+They take a whole batch ``(B, C, H, W)`` with its valid-pixel mask ``(B, H, W)``, so they
 run once per batch on the GPU (Lightning's ``on_after_batch_transfer``), for any band
-count.
+count. The valid mask follows every geometric transform (nearest resampling), so the
+loss can leave nodata out (issue 11).
 """
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,92 +24,85 @@ def normalise(images: Tensor, valid: Tensor, stats: BandStatistics) -> Tensor:
     Zero is the band mean after standardisation, so nodata carries no signal.
 
     Args:
-        images: ``(B, C, H, W)`` raw values.
-        valid: ``(B, H, W)`` bool mask of valid pixels.
+        images: ``(B, C, H, W)`` raw values, or one sample ``(C, H, W)``.
+        valid: ``(B, H, W)`` bool mask of valid pixels, or one ``(H, W)``.
         stats: the sensor group's statistics, one entry per band of *images*.
 
     Returns:
-        the standardised batch.
+        the standardised batch (or sample).
     """
-    mean = images.new_tensor(stats.mean).view(1, -1, 1, 1)
-    std = images.new_tensor(stats.std).clamp_min(1e-6).view(1, -1, 1, 1)
+    mean = images.new_tensor(stats.mean).view(-1, 1, 1)
+    std = images.new_tensor(stats.std).clamp_min(1e-6).view(-1, 1, 1)
     out = (images - mean) / std
-    return torch.where(valid[:, None] & torch.isfinite(out), out, 0.0)
+    return torch.where(valid.unsqueeze(-3) & torch.isfinite(out), out, 0.0)
 
 
 def random_resized_crop(
-    images: Tensor,
-    valid: Tensor,
+    images: Tensor | Sequence[Tensor],
+    valid: Tensor | Sequence[Tensor],
+    size: int,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flips: bool = True,
-    rotations: bool = True,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """MAE's augmentation, plus the 90-degree rotations that suit overhead imagery.
+    """MAE's random resized crop: a random part of every window, resized to *size*.
 
-    Every sample gets its own crop (area fraction in *scale*, aspect ratio in
-    *ratio*), resized back to the input size, then a random horizontal and vertical
-    flip and a rotation by a multiple of 90 degrees. All of it is one affine
-    resampling per batch (``grid_sample``): bilinear for images, nearest for masks.
+    Each sample is a window (a patch read larger than *size*, or a whole chip); the
+    crop covers a random share of the window's area in *scale*, with an aspect ratio
+    (width / height) in *ratio* (log-uniform), at a random place, clamped to the
+    window, and is resized to ``size x size``: bilinear with antialiasing for the
+    images, nearest for the valid masks. The windows may differ in size (a sequence
+    of ``(C, H, W)`` images and ``(H, W)`` masks), so the op does not depend on where
+    the windows came from.
 
     Args:
-        images: ``(B, C, H, W)`` batch.
-        valid: ``(B, H, W)`` bool mask.
-        scale: range of the crop's share of the image area.
+        images: ``(B, C, H, W)`` batch of windows, or one ``(C, H, W)`` per sample.
+        valid: ``(B, H, W)`` bool masks, or one ``(H, W)`` per sample.
+        size: side of the output views in pixels.
+        scale: range of the crop's share of the window's area.
         ratio: range of the crop's aspect ratio (width / height).
-        flips: random horizontal and vertical flips.
-        rotations: random rotations by 0, 90, 180 or 270 degrees.
         generator: random generator (on the batch's device) for reproducibility.
 
     Returns:
-        the augmented images and masks, same shapes.
+        the views ``(B, C, size, size)`` and their masks ``(B, size, size)``.
+
+    .. versionadded:: 0.1
     """
-    batch = images.shape[0]
-    device = images.device
+    batch = len(images)
+    device = images[0].device
 
-    def uniform(low: float, high: float) -> Tensor:
+    def uniform(low: float, high: float) -> list[float]:
         draw = torch.rand(batch, device=device, generator=generator)
-        return low + (high - low) * draw
+        return (low + (high - low) * draw).tolist()
 
-    area = uniform(*scale)
-    aspect = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))
-    # Half-widths of the crop in normalised coordinates ([-1, 1] spans the image).
-    half_w = torch.sqrt(area * aspect).clamp(max=1.0)
-    half_h = torch.sqrt(area / aspect).clamp(max=1.0)
-    centre_x = (1 - half_w) * uniform(-1.0, 1.0)
-    centre_y = (1 - half_h) * uniform(-1.0, 1.0)
-
-    sign_x = torch.ones(batch, device=device)
-    sign_y = torch.ones(batch, device=device)
-    if flips:
-        sign_x = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
-        sign_y = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
-    quarter_turns = (
-        torch.randint(0, 4, (batch,), device=device, generator=generator)
-        if rotations
-        else torch.zeros(batch, dtype=torch.long, device=device)
-    )
-    angle = quarter_turns.float() * (math.pi / 2)
-    cos, sin = torch.cos(angle).round(), torch.sin(angle).round()
-
-    # Output coordinates are rotated, flipped, then scaled and shifted into the crop.
-    theta = torch.zeros(batch, 2, 3, device=device)
-    theta[:, 0, 0] = half_w * cos * sign_x
-    theta[:, 0, 1] = -half_w * sin * sign_y
-    theta[:, 1, 0] = half_h * sin * sign_x
-    theta[:, 1, 1] = half_h * cos * sign_y
-    theta[:, 0, 2] = centre_x
-    theta[:, 1, 2] = centre_y
-
-    grid = F.affine_grid(
-        theta.to(images.dtype), list(images.shape), align_corners=False
-    )
-    out = F.grid_sample(images, grid, mode='bilinear', align_corners=False)
-    mask = F.grid_sample(
-        valid[:, None].to(images.dtype), grid, mode='nearest', align_corners=False
-    )
-    return out, mask[:, 0] > 0.5
+    areas = uniform(*scale)
+    aspects = [math.exp(a) for a in uniform(math.log(ratio[0]), math.log(ratio[1]))]
+    offsets_x, offsets_y = uniform(0.0, 1.0), uniform(0.0, 1.0)
+    views, masks = [], []
+    for i, (image, mask) in enumerate(zip(images, valid, strict=True)):
+        height, width = image.shape[-2:]
+        area = areas[i] * height * width
+        w = min(width, max(1, round(math.sqrt(area * aspects[i]))))
+        h = min(height, max(1, round(math.sqrt(area / aspects[i]))))
+        x0 = min(width - w, int(offsets_x[i] * (width - w + 1)))
+        y0 = min(height - h, int(offsets_y[i] * (height - h + 1)))
+        views.append(
+            F.interpolate(
+                image[None, :, y0 : y0 + h, x0 : x0 + w],
+                size=(size, size),
+                mode='bilinear',
+                align_corners=False,
+                antialias=True,
+            )
+        )
+        masks.append(
+            F.interpolate(
+                mask[None, None, y0 : y0 + h, x0 : x0 + w].to(image.dtype),
+                size=(size, size),
+                mode='nearest',
+            )
+        )
+    return torch.cat(views), torch.cat(masks)[:, 0] > 0.5
 
 
 def flip_rotate(

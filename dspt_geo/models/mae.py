@@ -79,11 +79,25 @@ def random_masking(tokens: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, T
     return visible, mask.gather(1, ids_restore), ids_restore
 
 
-def _patch_stats(patches: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and standard deviation of every patch, as MAE's ``norm_pix_loss``."""
-    mean = patches.mean(dim=-1, keepdim=True)
-    std = (patches.var(dim=-1, keepdim=True) + _NORM_PIX_EPS).sqrt()
-    return mean, std
+def _patch_stats(patches: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of every patch over its valid values.
+
+    MAE's ``norm_pix_loss`` statistics (unbiased variance over the values of a patch),
+    restricted to the values whose weight is 1 (issue 11: nodata is no target).
+
+    Args:
+        patches: ``(B, L, D)`` flattened patches.
+        weights: ``(B, L, D)``, 1 for a valid value and 0 for nodata.
+
+    Returns:
+        The mean and standard deviation, both ``(B, L, 1)``; a patch without valid
+        values gets mean 0 and deviation ``sqrt(eps)``.
+    """
+    count = weights.sum(dim=-1, keepdim=True)
+    mean = (patches * weights).sum(dim=-1, keepdim=True) / count.clamp_min(1)
+    squares = ((patches - mean).pow(2) * weights).sum(dim=-1, keepdim=True)
+    var = squares / (count - 1).clamp_min(1)
+    return mean, (var + _NORM_PIX_EPS).sqrt()
 
 
 class MaskedAutoencoder(nn.Module):
@@ -308,7 +322,11 @@ class MaskedAutoencoder(nn.Module):
         return self._encode(self._embed(images, sensor))
 
     def forward(
-        self, images: Tensor, sensor: str, mask_ratio: float = 0.75
+        self,
+        images: Tensor,
+        sensor: str,
+        mask_ratio: float = 0.75,
+        valid: Tensor | None = None,
     ) -> MAEOutput:
         """Mask patches at random, reconstruct them and compute the loss.
 
@@ -317,10 +335,16 @@ class MaskedAutoencoder(nn.Module):
                 patch size.
             sensor: Name of the sensor group.
             mask_ratio: Fraction of the patches to mask.
+            valid: ``(B, H, W)`` bool mask of valid pixels; nodata pixels are set to
+                0 before encoding and count in neither the loss nor the norm-pix
+                statistics. None: every pixel is valid.
 
         Returns:
             The loss, the predicted patches and the mask.
         """
+        if valid is not None:
+            # The fill value of nodata never reaches the encoder (issue 11).
+            images = torch.where(valid.unsqueeze(1), images, 0.0)
         tokens = self._embed(images, sensor)
         visible, mask, ids_restore = random_masking(tokens, mask_ratio)
         latent = self._encode(visible)
@@ -329,25 +353,41 @@ class MaskedAutoencoder(nn.Module):
             images.shape[-1] // self.patch_size,
         )
         pred = self._decode(latent, ids_restore, grid, sensor)
-        return MAEOutput(self.forward_loss(images, pred, mask), pred, mask)
+        return MAEOutput(self.forward_loss(images, pred, mask, valid), pred, mask)
 
-    def forward_loss(self, images: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Mean squared error over the masked patches.
+    def forward_loss(
+        self, images: Tensor, pred: Tensor, mask: Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """Mean squared error over the valid pixels of the masked patches.
+
+        Every valid value of a masked patch weighs the same, so with all pixels valid
+        this is MAE's loss (the mean over masked patches of each patch's mean error);
+        a patch without a valid pixel contributes nothing, and a batch without any
+        gives a loss of 0 (and zero gradients), not NaN.
 
         Args:
             images: ``(B, C, H, W)``, the targets.
             pred: ``(B, L, patch_size**2 * C)`` predicted patches.
             mask: ``(B, L)``, 1 for a masked patch.
+            valid: ``(B, H, W)`` bool mask of valid pixels, None when all are; the
+                values of invalid pixels are ignored.
 
         Returns:
             The loss, a float32 scalar.
         """
         target = self.patchify(images).float()
+        if valid is None:
+            weights = torch.ones_like(target)
+        else:
+            pixels = valid.unsqueeze(1).expand(-1, images.shape[1], -1, -1)
+            weights = self.patchify(pixels.float())
+            target = torch.where(weights > 0, target, 0.0)
         if self.norm_pix_loss:
-            mean, std = _patch_stats(target)
+            mean, std = _patch_stats(target, weights)
             target = (target - mean) / std
-        per_patch = (pred.float() - target).pow(2).mean(dim=-1)
-        return (per_patch * mask).sum() / mask.sum()
+        errors = ((pred.float() - target).pow(2) * weights).sum(dim=-1)
+        counts = weights.sum(dim=-1)
+        return (errors * mask).sum() / (counts * mask).sum().clamp_min(1)
 
     @torch.no_grad()
     def reconstruct(
@@ -371,7 +411,8 @@ class MaskedAutoencoder(nn.Module):
         output = self(images, sensor, mask_ratio)
         pred = output.pred
         if self.norm_pix_loss:
-            mean, std = _patch_stats(self.patchify(images).float())
+            patches = self.patchify(images).float()
+            mean, std = _patch_stats(patches, torch.ones_like(patches))
             pred = pred.float() * std + mean
         size = (images.shape[-2], images.shape[-1])
         pixel_mask = self.unpatchify(output.mask.unsqueeze(-1).expand_as(pred), size)

@@ -1,5 +1,6 @@
 """The pre-training DataModule: raster folders in, normalised augmented batches out."""
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from ..data.batches import SensorBatchStream
 from ..data.sampling import PatchStream
 from ..data.sar import SarMode
 from ..data.statistics import BandStatistics, load_or_compute_statistics
-from ..data.transforms import normalise, random_resized_crop
+from ..data.transforms import flip_rotate, normalise, random_resized_crop
 
 __all__ = ('PretrainDataModule', 'discover_groups')
 
@@ -42,6 +43,14 @@ class PretrainDataModule(L.LightningDataModule):
 
     Statistics are computed once (``prepare_data``, one process) into the run folder;
     normalisation and augmentation run on the training device, per batch.
+
+    MAE's crops (issue 11): the stream reads square windows of side
+    ``ceil(image_size / sqrt(crop_scale[0]))`` (501 px for 224 px and scale 0.2),
+    or a file's shorter side where that is smaller; each view crops ``crop_scale``
+    of its window's area and is resized to ``image_size``, so on large rasters the
+    smallest crops keep the native resolution and larger ones are down-sampled (by
+    up to ``1 / sqrt(crop_scale[0])``), never up-sampled (by area). The valid mask
+    follows every view, for the loss.
     """
 
     def __init__(
@@ -67,7 +76,8 @@ class PretrainDataModule(L.LightningDataModule):
             batches_per_epoch: batches per epoch over all processes.
             stats_dir: folder caching the normalisation statistics.
             sar_mode: backscatter scale of SAR groups (see :mod:`dspt_geo.data.sar`).
-            crop_scale: range of the random resized crop's area share.
+            crop_scale: range of the random resized crop's share of the window's
+                area; its lower end sets the window read (see the class).
             min_valid_fraction: patches with fewer valid pixels are skipped.
             num_workers: DataLoader workers per process.
             seed: base seed of the patch draw.
@@ -87,6 +97,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.statistics: dict[str, BandStatistics] = {}
+        self.window = math.ceil(image_size / math.sqrt(crop_scale[0]))
         # Built here, not in setup(), so that a patch size that fits no raster is
         # reported before the run folder is written; the stream finds its shard
         # (rank x worker) only when iterated.
@@ -97,6 +108,7 @@ class PretrainDataModule(L.LightningDataModule):
             batches=batches_per_epoch,
             min_valid_fraction=min_valid_fraction,
             seed=seed,
+            window=self.window,
         )
 
     def prepare_data(self) -> None:
@@ -126,15 +138,20 @@ class PretrainDataModule(L.LightningDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Any], dataloader_idx: int
     ) -> dict[str, Any]:
-        """Normalise and augment the batch on the training device."""
+        """Normalise the windows, crop, resize, flip and turn views on the device."""
         stats = self.statistics[batch['sensor']]
-        images = normalise(batch['image'], batch['valid'], stats)
-        if self.trainer is not None and self.trainer.training:
-            images, valid = random_resized_crop(
-                images, batch['valid'], scale=self.crop_scale
-            )
-            batch = {**batch, 'valid': valid}
-        return {**batch, 'image': images}
+        windows, valid = batch['image'], batch['valid']
+        if isinstance(windows, torch.Tensor):
+            windows = normalise(windows, valid, stats)
+        else:  # windows of several sizes, one tensor each
+            windows = [
+                normalise(w, v, stats) for w, v in zip(windows, valid, strict=True)
+            ]
+        images, valid = random_resized_crop(
+            windows, valid, self.image_size, scale=self.crop_scale
+        )
+        images, valid, _, _ = flip_rotate(images, valid)
+        return {**batch, 'image': images, 'valid': valid}
 
     def preview_batches(self, count: int = 4) -> dict[str, torch.Tensor]:
         """A fixed set of normalised tiles per group, for reconstruction previews.

@@ -85,8 +85,13 @@ class MAEPretrainTask(L.LightningModule):
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        """One MAE step on a batch of one sensor group."""
-        output = self.model(batch['image'], batch['sensor'], self.hparams.mask_ratio)
+        """One MAE step on a batch of one sensor group; nodata is left out of the loss."""
+        output = self.model(
+            batch['image'],
+            batch['sensor'],
+            self.hparams.mask_ratio,
+            valid=batch.get('valid'),
+        )
         self.log('loss', output.loss, prog_bar=True, batch_size=batch['image'].shape[0])
         return output.loss
 

@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import stack_samples
 
 from dspt_geo.data import SensorDataset, group_rasters, sampling, scan_rasters
+from dspt_geo.data.batches import SensorBatchStream
 from dspt_geo.data.sampling import (
     DistributedGridGeoSampler,
     DistributedRandomGeoSampler,
@@ -119,3 +120,52 @@ def test_default_rng_state_is_untouched(half_nodata):
     torch.manual_seed(123)
     list(PatchStream(half_nodata, size=16, length=4, min_valid_fraction=0.0))
     assert torch.rand(1) == expected
+
+
+@pytest.fixture
+def two_sizes(raster_writer, rng, tmp_path):
+    """One group: a 128 x 128 raster, a 48 x 40 one and a 24 x 24 one."""
+    for name, (h, w), x in [
+        ('big', (128, 128), 0),
+        ('small', (48, 40), 1),
+        ('tiny', (24, 24), 2),
+    ]:
+        data = rng.integers(1, 1000, (2, h, w), dtype=np.uint16)
+        raster_writer(f'tiles/{name}.tif', data, origin=(500_000.0 + 10_000 * x, 5e6))
+    return _dataset(tmp_path / 'tiles')
+
+
+def test_windows_are_larger_than_the_patch_and_capped_by_each_file(two_sizes):
+    stream = PatchStream(
+        two_sizes, size=32, length=60, min_valid_fraction=0.0, window=72
+    )
+
+    samples = list(stream)
+
+    shapes = [tuple(s['image'].shape) for s in samples]
+    # The big file gives 72 px windows, the small one its shorter side, the tiny
+    # one (under the 32 px patch) nothing.
+    assert set(shapes) == {(2, 72, 72), (2, 40, 40)}
+    assert all(s['valid'].shape == s['image'].shape[1:] for s in samples)
+    assert shapes.count((2, 72, 72)) > shapes.count((2, 40, 40))
+
+
+def test_batches_of_mixed_windows_are_lists(two_sizes):
+    stream = SensorBatchStream(
+        {'g': two_sizes}, size=32, batch_size=8, batches=8, window=72
+    )
+
+    batches = list(stream)
+
+    kinds = {type(b['image']) for b in batches}
+    assert kinds == {torch.Tensor, list}
+    for batch in batches:
+        if isinstance(batch['image'], torch.Tensor):
+            assert batch['image'].shape == (8, 2, 72, 72)
+            assert batch['valid'].shape == (8, 72, 72)
+        else:
+            assert len(batch['image']) == len(batch['valid']) == 8
+            assert {tuple(x.shape) for x in batch['image']} == {
+                (2, 72, 72),
+                (2, 40, 40),
+            }

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dspt_geo.data.transforms import flip_rotate, scale_crop
+from dspt_geo.data.transforms import flip_rotate, random_resized_crop, scale_crop
 
 
 def squares(count: int, size: int, seed: int = 0):
@@ -75,3 +75,86 @@ def test_scale_jitter_and_crops_keep_boxes_on_their_objects():
         assert (out[i][:, ~out_valid[i]] == 0).all()
     assert kept > 16
     assert (~out_valid).any(), 'some images shrank and were padded'
+
+
+def ramps(count: int, height: int, width: int) -> torch.Tensor:
+    """Windows whose bands hold each pixel centre's column and row."""
+    cols = torch.arange(width, dtype=torch.float32) + 0.5
+    rows = torch.arange(height, dtype=torch.float32) + 0.5
+    grid = torch.stack(
+        [cols.expand(height, width), rows[:, None].expand(height, width)]
+    )
+    return grid.expand(count, -1, -1, -1).clone()
+
+
+def source_steps(views: torch.Tensor) -> torch.Tensor:
+    """Window pixels per view pixel along x and y, read off the ramps' interiors."""
+    q = views.shape[-1] // 4
+    step_x = (views[:, 0, :, 3 * q] - views[:, 0, :, q]).mean(-1) / (2 * q)
+    step_y = (views[:, 1, 3 * q, :] - views[:, 1, q, :]).mean(-1) / (2 * q)
+    return torch.stack([step_x, step_y], dim=1)
+
+
+def test_views_of_a_larger_window_are_mostly_not_up_sampled():
+    # The pre-training rule: a window of image_size / sqrt(min scale) pixels.
+    size, window = 32, 72  # ceil(32 / sqrt(0.2))
+    windows = ramps(400, window, window)
+    valid = torch.ones(400, window, window, dtype=torch.bool)
+
+    views, view_valid = random_resized_crop(
+        windows,
+        valid,
+        size,
+        scale=(0.2, 1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    assert views.shape == (400, 2, size, size) and view_valid.all()
+    steps = source_steps(views)
+    # Aspect ratios 3/4 to 4/3 and crops clamped to the window.
+    aspect = steps[:, 0] / steps[:, 1]
+    assert aspect.min() > 0.7 and aspect.max() < 1.45
+    assert steps.max() <= window / size + 1e-3
+    factor = steps.prod(dim=1).sqrt()  # linear scale factor of the area
+    assert factor.min() > 0.97, 'the smallest crop keeps the native resolution'
+    assert (factor >= 1.0 - 1e-3).float().mean() > 0.9
+    assert 1.5 < factor.median() < 1.95 and factor.max() > 2.0
+
+    # The same crop inside a window of the view's size up-samples every view.
+    small = source_steps(
+        random_resized_crop(
+            ramps(400, size, size), valid[:, :size, :size], size, scale=(0.2, 1.0)
+        )[0]
+    )
+    assert (small.prod(dim=1).sqrt() <= 1.0 + 1e-3).all()
+
+
+def test_valid_mask_follows_the_crop():
+    size, window = 32, 72
+    windows = ramps(64, window, window)
+    valid = torch.ones(64, window, window, dtype=torch.bool)
+    valid[:, :, :30] = False  # columns 0-29 are nodata
+
+    views, view_valid = random_resized_crop(
+        windows, valid, size, generator=torch.Generator().manual_seed(1)
+    )
+
+    column = views[:, 0]  # window column (centre) each view pixel comes from
+    expected = column > 30
+    far = (column - 30).abs() > 2.5  # nearest vs bilinear disagree at most this close
+    assert torch.equal(view_valid[far], expected[far])
+    assert view_valid.any() and (~view_valid).any()
+
+
+def test_windows_of_several_sizes_make_one_batch_of_views():
+    windows = [torch.full((3, h, w), float(i)) for i, (h, w) in enumerate(
+        [(40, 40), (72, 56), (32, 32), (20, 24)]
+    )]  # fmt: skip
+    valid = [torch.ones(w.shape[1:], dtype=torch.bool) for w in windows]
+
+    views, view_valid = random_resized_crop(windows, valid, 32)
+
+    assert views.shape == (4, 3, 32, 32) and view_valid.shape == (4, 32, 32)
+    for i in range(4):
+        torch.testing.assert_close(views[i], torch.full((3, 32, 32), float(i)))
+    assert view_valid[[0, 2, 3]].all()

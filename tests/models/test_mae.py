@@ -103,6 +103,83 @@ def test_loss_targets(make_mae: MakeMAE, norm_pix_loss: bool) -> None:
     assert mae.forward_loss(images, target + 0.5, mask) == pytest.approx(0.25)
 
 
+def _nodata_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 3-band 32 px images: a nodata block, a fully invalid and a partial patch."""
+    images = 3 + 2 * torch.randn(2, 3, 32, 32)
+    valid = torch.ones(2, 32, 32, dtype=torch.bool)
+    valid[0, :, :12] = False  # patch column 0 invalid, column 1 half valid
+    valid[1, 20:, 20:] = False
+    return images, valid
+
+
+@pytest.mark.parametrize('norm_pix_loss', [True, False])
+def test_fill_value_of_nodata_does_not_change_the_loss(
+    make_mae: MakeMAE, norm_pix_loss: bool
+) -> None:
+    mae = make_mae({'opt': 3}, norm_pix_loss=norm_pix_loss)
+    images, valid = _nodata_batch()
+    losses = []
+    for fill in (0.0, -9999.0, 1e4, float('nan')):
+        filled = torch.where(valid[:, None], images, fill)
+        torch.manual_seed(7)  # the same patches masked every time
+        losses.append(mae(filled, 'opt', valid=valid).loss)
+    assert torch.isfinite(losses[0])
+    for loss in losses[1:]:
+        torch.testing.assert_close(loss, losses[0], rtol=0, atol=0)
+    # Without the mask the fill value is learnt: the loss changes with it.
+    torch.manual_seed(7)
+    unmasked = mae(torch.where(valid[:, None], images, 1e4), 'opt').loss
+    assert not torch.isclose(unmasked, losses[0])
+
+
+def test_norm_pix_targets_use_valid_pixels_only(make_mae: MakeMAE) -> None:
+    mae = make_mae({'sar': 3})
+    images, valid = _nodata_batch()
+    patches = mae.patchify(images)
+    weights = mae.patchify(valid[:, None].expand(-1, 3, -1, -1).float())
+    target = torch.zeros_like(patches)
+    for b in range(2):
+        for i in range(16):
+            keep = weights[b, i] > 0
+            if keep.any():
+                values = patches[b, i, keep]
+                std = (values.var() + 1e-6) ** 0.5 if keep.sum() > 1 else 1e-3
+                target[b, i, keep] = (values - values.mean()) / std
+    assert ((weights.sum(-1) > 0) & (weights.sum(-1) < 192)).any(), 'partial patches'
+    mask = torch.ones(2, 16)
+    assert mae.forward_loss(images, target, mask, valid) < 1e-10
+    # Whatever is predicted for nodata costs nothing; valid values count alike.
+    noisy = target + 100 * (1 - weights) * torch.randn_like(target)
+    assert mae.forward_loss(images, noisy, mask, valid) < 1e-10
+    assert mae.forward_loss(images, target + 0.5, mask, valid).item() == pytest.approx(
+        0.25
+    )
+
+
+def test_invalid_patches_get_no_gradient_and_all_invalid_stays_finite(
+    make_mae: MakeMAE,
+) -> None:
+    mae = make_mae({'opt': 3})
+    images, valid = _nodata_batch()
+    pred = torch.randn(2, 16, 192, requires_grad=True)
+    mask = torch.ones(2, 16)
+    mae.forward_loss(images, pred, mask, valid).backward()
+    assert pred.grad is not None
+    per_patch = pred.grad.abs().sum(-1)
+    # Image 0's first patch column and image 1's last patch hold no valid pixel.
+    invalid = torch.zeros(2, 16, dtype=torch.bool)
+    invalid[0, ::4] = invalid[1, 15] = True
+    assert (per_patch[invalid] == 0).all()
+    assert (per_patch[~invalid] > 0).all()
+
+    nothing = torch.zeros_like(valid)
+    loss = mae(images, 'opt', valid=nothing).loss
+    assert torch.isfinite(loss) and loss == 0
+    loss.backward()
+    grads = [p.grad for p in mae.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() and (g == 0).all() for g in grads)
+
+
 @pytest.mark.parametrize('chans', [1, 3, 4, 13])
 def test_patchify_round_trip(make_mae: MakeMAE, chans: int) -> None:
     mae = make_mae({'any': chans})

@@ -62,3 +62,23 @@ def test_a_step_on_one_group_trains_its_stem_and_not_the_other():
     assert grads['patch_embed.optical.proj.weight'] is None
     assert grads['decoder_pred.optical.weight'] is None
     assert grads['encoder.blocks.0.attn.qkv.weight'].abs().sum() > 0
+
+
+def test_a_step_leaves_nodata_out_of_the_loss():
+    torch.manual_seed(0)
+    task = tiny_task()
+    task.log = lambda *args, **kwargs: None
+    images = torch.randn(2, 2, 16, 16)
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    valid[:, :, :8] = False
+    losses = []
+    for fill in (0.0, 50.0):
+        image = torch.where(valid[:, None], images, fill)
+        torch.manual_seed(1)
+        batch = {'image': image, 'valid': valid, 'sensor': 'sar'}
+        losses.append(task.training_step(batch, 0))
+
+    assert torch.isfinite(losses[0])
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    nothing = {'image': images, 'valid': torch.zeros_like(valid), 'sensor': 'sar'}
+    assert task.training_step(nothing, 0) == 0
