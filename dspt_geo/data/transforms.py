@@ -17,6 +17,9 @@ from .statistics import BandStatistics
 
 __all__ = ('flip_rotate', 'normalise', 'random_resized_crop', 'scale_crop')
 
+#: A resampled valid mask at least this high was computed from valid pixels only.
+_FULLY_VALID = 1 - 1e-3
+
 
 def normalise(images: Tensor, valid: Tensor, stats: BandStatistics) -> Tensor:
     """Standardise each band by the group's mean and std; invalid pixels become 0.
@@ -33,8 +36,8 @@ def normalise(images: Tensor, valid: Tensor, stats: BandStatistics) -> Tensor:
     """
     mean = images.new_tensor(stats.mean).view(-1, 1, 1)
     std = images.new_tensor(stats.std).clamp_min(1e-6).view(-1, 1, 1)
-    out = (images - mean) / std
-    return torch.where(valid.unsqueeze(-3) & torch.isfinite(out), out, 0.0)
+    out = (images - mean).div_(std)
+    return out.masked_fill_(~(valid.unsqueeze(-3) & out.isfinite()), 0.0)
 
 
 def random_resized_crop(
@@ -43,17 +46,27 @@ def random_resized_crop(
     size: int,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flips: bool = True,
+    rotations: bool = True,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """MAE's random resized crop: a random part of every window, resized to *size*.
+    """MAE's random resized crop of every window, plus flips and 90-degree turns.
 
     Each sample is a window (a patch read larger than *size*, or a whole chip); the
     crop covers a random share of the window's area in *scale*, with an aspect ratio
     (width / height) in *ratio* (log-uniform), at a random place, clamped to the
-    window, and is resized to ``size x size``: bilinear with antialiasing for the
-    images, nearest for the valid masks. The windows may differ in size (a sequence
-    of ``(C, H, W)`` images and ``(H, W)`` masks), so the op does not depend on where
-    the windows came from.
+    window, and is resized to ``size x size`` (bilinear, antialiased), then flipped
+    horizontally and vertically and turned by a multiple of 90 degrees at random
+    (overhead imagery has no up). The windows may differ in size (a sequence of
+    ``(C, H, W)`` images and ``(H, W)`` masks), so the op does not depend on where
+    they came from.
+
+    The valid mask follows the views: resampled with the same filter and kept valid
+    only where it stays 1, i.e. a view pixel is valid when the window pixels it is
+    computed from are (up to weights of 0.001). The images may therefore hold raw
+    values with any nodata fill (even NaN): nodata is set to 0 before resampling, so
+    the fill never reaches a view, and view pixels that nodata contributed to are
+    marked invalid (issue 11), for :func:`normalise` to set to 0.
 
     Args:
         images: ``(B, C, H, W)`` batch of windows, or one ``(C, H, W)`` per sample.
@@ -61,6 +74,8 @@ def random_resized_crop(
         size: side of the output views in pixels.
         scale: range of the crop's share of the window's area.
         ratio: range of the crop's aspect ratio (width / height).
+        flips: random horizontal and vertical flips.
+        rotations: random rotations by 0, 90, 180 or 270 degrees.
         generator: random generator (on the batch's device) for reproducibility.
 
     Returns:
@@ -78,7 +93,10 @@ def random_resized_crop(
     areas = uniform(*scale)
     aspects = [math.exp(a) for a in uniform(math.log(ratio[0]), math.log(ratio[1]))]
     offsets_x, offsets_y = uniform(0.0, 1.0), uniform(0.0, 1.0)
-    views, masks = [], []
+    flip_x = [flips and u < 0.5 for u in uniform(0.0, 1.0)]
+    flip_y = [flips and u < 0.5 for u in uniform(0.0, 1.0)]
+    turns = [int(4 * u) % 4 if rotations else 0 for u in uniform(0.0, 1.0)]
+    views = []
     for i, (image, mask) in enumerate(zip(images, valid, strict=True)):
         height, width = image.shape[-2:]
         area = areas[i] * height * width
@@ -86,23 +104,29 @@ def random_resized_crop(
         h = min(height, max(1, round(math.sqrt(area / aspects[i]))))
         x0 = min(width - w, int(offsets_x[i] * (width - w + 1)))
         y0 = min(height - h, int(offsets_y[i] * (height - h + 1)))
-        views.append(
-            F.interpolate(
-                image[None, :, y0 : y0 + h, x0 : x0 + w],
-                size=(size, size),
-                mode='bilinear',
-                align_corners=False,
-                antialias=True,
-            )
+        # Nodata becomes 0 whatever its fill; the mask rides along as one more band,
+        # resampled by the same filter.
+        inside = mask[None, y0 : y0 + h, x0 : x0 + w]
+        crop = torch.cat(
+            [
+                torch.where(inside, image[:, y0 : y0 + h, x0 : x0 + w], 0.0),
+                inside.to(image.dtype),
+            ]
         )
-        masks.append(
-            F.interpolate(
-                mask[None, None, y0 : y0 + h, x0 : x0 + w].to(image.dtype),
-                size=(size, size),
-                mode='nearest',
-            )
-        )
-    return torch.cat(views), torch.cat(masks)[:, 0] > 0.5
+        view = F.interpolate(
+            crop[None],
+            size=(size, size),
+            mode='bilinear',
+            align_corners=False,
+            antialias=True,
+        )[0]
+        if flip_x[i]:
+            view = view.flip(-1)
+        if flip_y[i]:
+            view = view.flip(-2)
+        views.append(view.rot90(turns[i], dims=(-2, -1)) if turns[i] else view)
+    out = torch.stack(views)
+    return out[:, :-1], out[:, -1] >= _FULLY_VALID
 
 
 def flip_rotate(

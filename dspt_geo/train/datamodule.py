@@ -16,7 +16,8 @@ from ..data.batches import SensorBatchStream
 from ..data.sampling import PatchStream
 from ..data.sar import SarMode
 from ..data.statistics import BandStatistics, load_or_compute_statistics
-from ..data.transforms import flip_rotate, normalise, random_resized_crop
+from ..data.transforms import normalise, random_resized_crop
+from ..errors import ConfigError
 
 __all__ = ('PretrainDataModule', 'discover_groups')
 
@@ -50,7 +51,8 @@ class PretrainDataModule(L.LightningDataModule):
     of its window's area and is resized to ``image_size``, so on large rasters the
     smallest crops keep the native resolution and larger ones are down-sampled (by
     up to ``1 / sqrt(crop_scale[0])``), never up-sampled (by area). The valid mask
-    follows every view, for the loss.
+    follows every view, for the loss (see
+    :func:`~dspt_geo.data.transforms.random_resized_crop`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class PretrainDataModule(L.LightningDataModule):
         Raises:
             IncompatibleRasterError: If *image_size* is larger than every raster of
                 a group.
+            ConfigError: If *crop_scale* is not a range of area shares.
         """
         super().__init__()
         self.datasets = {g.name: SensorDataset(g, sar_mode=sar_mode) for g in groups}
@@ -97,6 +100,12 @@ class PretrainDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.statistics: dict[str, BandStatistics] = {}
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            msg = (
+                f'crop_scale {crop_scale} must be two shares of the area, '
+                '0 < low <= high <= 1 (MAE: 0.2 1.0); fix it in the --config file'
+            )
+            raise ConfigError(msg)
         self.window = math.ceil(image_size / math.sqrt(crop_scale[0]))
         # Built here, not in setup(), so that a patch size that fits no raster is
         # reported before the run folder is written; the stream finds its shard
@@ -138,19 +147,16 @@ class PretrainDataModule(L.LightningDataModule):
     def on_after_batch_transfer(
         self, batch: dict[str, Any], dataloader_idx: int
     ) -> dict[str, Any]:
-        """Normalise the windows, crop, resize, flip and turn views on the device."""
-        stats = self.statistics[batch['sensor']]
-        windows, valid = batch['image'], batch['valid']
-        if isinstance(windows, torch.Tensor):
-            windows = normalise(windows, valid, stats)
-        else:  # windows of several sizes, one tensor each
-            windows = [
-                normalise(w, v, stats) for w, v in zip(windows, valid, strict=True)
-            ]
+        """Crop, resize, flip and turn views of the windows, then normalise them.
+
+        Runs on the training device. Normalising the views rather than the larger
+        windows costs a fraction of the arithmetic; the crop keeps nodata fills out
+        of the views and marks every view pixel nodata touched as invalid.
+        """
         images, valid = random_resized_crop(
-            windows, valid, self.image_size, scale=self.crop_scale
+            batch['image'], batch['valid'], self.image_size, scale=self.crop_scale
         )
-        images, valid, _, _ = flip_rotate(images, valid)
+        images = normalise(images, valid, self.statistics[batch['sensor']])
         return {**batch, 'image': images, 'valid': valid}
 
     def preview_batches(self, count: int = 4) -> dict[str, torch.Tensor]:

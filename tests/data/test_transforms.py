@@ -106,6 +106,8 @@ def test_views_of_a_larger_window_are_mostly_not_up_sampled():
         valid,
         size,
         scale=(0.2, 1.0),
+        flips=False,
+        rotations=False,
         generator=torch.Generator().manual_seed(0),
     )
 
@@ -123,27 +125,63 @@ def test_views_of_a_larger_window_are_mostly_not_up_sampled():
     # The same crop inside a window of the view's size up-samples every view.
     small = source_steps(
         random_resized_crop(
-            ramps(400, size, size), valid[:, :size, :size], size, scale=(0.2, 1.0)
+            ramps(400, size, size),
+            valid[:, :size, :size],
+            size,
+            scale=(0.2, 1.0),
+            flips=False,
+            rotations=False,
         )[0]
     )
     assert (small.prod(dim=1).sqrt() <= 1.0 + 1e-3).all()
 
 
-def test_valid_mask_follows_the_crop():
+def test_valid_mask_follows_the_crop_and_the_fill_never_reaches_a_view():
     size, window = 32, 72
     windows = ramps(64, window, window)
     valid = torch.ones(64, window, window, dtype=torch.bool)
     valid[:, :, :30] = False  # columns 0-29 are nodata
 
+    results = []
+    for fill in (0.0, 1e4, float('nan')):
+        filled = torch.where(valid[:, None], windows, fill)
+        results.append(
+            random_resized_crop(
+                filled,
+                valid,
+                size,
+                flips=False,
+                rotations=False,
+                generator=torch.Generator().manual_seed(1),
+            )
+        )
+    views, view_valid = results[0]
+    for other, other_valid in results[1:]:
+        assert torch.equal(other, views) and torch.equal(other_valid, view_valid)
+
+    # A valid view pixel is computed from valid window pixels (their column centres
+    # are 30.5 and up; nodata may weigh under 0.001); nodata touches only a pixel's
+    # width beyond the edge.
+    column = views[:, 0]
+    assert (column[view_valid] > 30.5 - 0.01).all()
+    assert view_valid[column > 30.5 + 2.5].all()
+    assert view_valid.any() and (~view_valid).any()
+
+
+def test_flips_and_turns_move_the_mask_with_the_view():
+    windows = torch.ones(64, 2, 32, 32)
+    valid = torch.ones(64, 32, 32, dtype=torch.bool)
+    valid[:, :8, :8] = False
+    windows[:, :, :8, :8] = 7.0  # the fill, never seen in a view
+
     views, view_valid = random_resized_crop(
-        windows, valid, size, generator=torch.Generator().manual_seed(1)
+        windows, valid, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0)
     )
 
-    column = views[:, 0]  # window column (centre) each view pixel comes from
-    expected = column > 30
-    far = (column - 30).abs() > 2.5  # nearest vs bilinear disagree at most this close
-    assert torch.equal(view_valid[far], expected[far])
-    assert view_valid.any() and (~view_valid).any()
+    assert torch.equal(view_valid, views[:, 0] == 1.0)
+    assert ((views == 0) | (views == 1)).all()
+    corners = {tuple(torch.nonzero(~v)[0].tolist()) for v in view_valid}
+    assert corners == {(0, 0), (0, 24), (24, 0), (24, 24)}
 
 
 def test_windows_of_several_sizes_make_one_batch_of_views():

@@ -1,7 +1,9 @@
 """The pre-training DataModule: larger windows in, views with valid masks out."""
 
+import pytest
 import torch
 
+from dspt_geo.errors import ConfigError
 from dspt_geo.train.datamodule import PretrainDataModule, discover_groups
 
 
@@ -41,3 +43,18 @@ def test_views_are_cut_from_larger_windows_and_ignore_the_nodata_fill(
     # Optical (128 px): 72 px windows; SAR (64 px at 20 m): the whole raster.
     assert sorted(windows.values()) == [(64, 64), (72, 72)]
     assert nodata_seen
+
+
+@pytest.mark.parametrize('crop_scale', [(0.0, 1.0), (0.5, 0.2), (0.2, 1.5)])
+def test_crop_scale_outside_area_shares_is_a_config_error(
+    sample_data, tmp_path, crop_scale
+):
+    with pytest.raises(ConfigError, match='crop_scale'):
+        PretrainDataModule(
+            discover_groups([sample_data]),
+            image_size=32,
+            batch_size=4,
+            batches_per_epoch=1,
+            stats_dir=tmp_path,
+            crop_scale=crop_scale,
+        )
