@@ -73,15 +73,40 @@ class RawInputModel(nn.Module):
         std = torch.tensor(spec.statistics.std).clamp_min(1e-6)
         self.register_buffer('inv_std', (1 / std).view(1, -1, 1, 1))
         self.nodata = spec.nodata
+        self.sar = spec.sar
 
     def forward(self, images: Tensor) -> Tensor:
         """Probabilities of *images* ``(N, C, H, W)`` of raw band values."""
         valid = torch.isfinite(images).all(dim=1, keepdim=True)
         if self.nodata is not None:
             valid = valid & (images != self.nodata).any(dim=1, keepdim=True)
+        if self.sar is not None:
+            images, valid = self._backscatter(images, valid)
         normalised = (images - self.mean) * self.inv_std
         normalised = torch.where(valid, normalised, torch.zeros_like(normalised))
         return torch.softmax(self.model(normalised), dim=1)
+
+    def _backscatter(self, images: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Real-valued SAR to the model's scale, as :meth:`SarConversion.apply`."""
+        assert self.sar is not None
+        scale, mode = self.sar.scale, self.sar.mode
+        if scale != 'db':  # no signal in non-positive power or amplitude
+            valid = valid & (images > 0).all(dim=1, keepdim=True)
+            images = torch.where(valid, images, torch.ones_like(images))
+        match scale, mode:
+            case ('intensity', 'db'):
+                images = 10 * torch.log10(images)
+            case ('amplitude', 'db'):
+                images = 20 * torch.log10(images)
+            case ('intensity', 'amplitude'):
+                images = torch.sqrt(images)
+            case ('amplitude', 'intensity'):
+                images = images * images
+            case ('db', 'intensity'):
+                images = torch.pow(10.0, images / 10)
+            case ('db', 'amplitude'):
+                images = torch.pow(10.0, images / 20)
+        return images, valid
 
 
 def deepness_metadata(metadata: dict[str, Any], spec: PredictionSpec) -> dict[str, str]:
@@ -169,7 +194,7 @@ def export_onnx(
             '`dspt-geo predict` for detections'
         )
         raise ConfigError(msg)
-    if spec.sar_mode is not None:
+    if spec.sar is not None and spec.sar.scale == 'complex':
         msg = (
             f'{model_path} was trained on complex SAR; ONNX has no complex input, '
             'so export is not supported for it yet'

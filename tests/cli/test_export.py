@@ -9,7 +9,9 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from dspt_geo.data.sar import SarConversion
 from dspt_geo.data.transforms import normalise
+from dspt_geo.export import RawInputModel
 from dspt_geo.models import load_finetuned
 from dspt_geo.predict.spec import PredictionSpec
 
@@ -150,3 +152,35 @@ def test_uint8_model_runs_on_a_real_geotiff_window(
     expected = _torch_probabilities(model_file, raw)
     assert got.shape == (1, 2, 32, 32)
     assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize('scale', ['intensity', 'amplitude', 'db'])
+def test_sar_conversion_is_folded_into_the_graph(scale):
+    """The graph converts real-valued SAR as predict's reader does, nodata included."""
+    spec = PredictionSpec.from_metadata(
+        {
+            'task': 'segment',
+            'classes': [{'name': 'a'}, {'name': 'b'}],
+            'sensor': {
+                'in_chans': 2, 'bands': ['VV', 'VH'], 'nodata': -9999.0,
+                'statistics': {'mean': [-12.0, -18.0], 'std': [4.0, 5.0]},
+                **SarConversion(scale, 'db').to_dict(),
+            },
+            'tile': {'size': 8, 'overlap': 2},
+        }
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.001, 0.5, (2, 2, 8, 8)).astype(np.float32)
+    if scale == 'db':
+        raw = 10 * np.log10(raw)
+    raw[0, :, 0, 0] = -9999.0  # nodata
+    raw[1, 0, 1, 1] = 0.0 if scale != 'db' else np.nan  # no signal
+    wrapped = RawInputModel(torch.nn.Identity(), spec)
+    with torch.no_grad():
+        got = wrapped(torch.from_numpy(raw)).numpy()
+    converted = spec.sar.apply(raw, spec.nodata)
+    images = torch.from_numpy(converted)
+    valid = torch.isfinite(images).all(dim=1)
+    expected = torch.softmax(normalise(images, valid, spec.statistics), dim=1).numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    assert not valid[0, 0, 0] and not valid[1, 1, 1]
