@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -195,7 +195,7 @@ def predict_scene(
     *,
     device: str | torch.device | None = None,
     batch_size: int = 8,
-    tile: int | None = None,
+    tile: int | Literal['auto'] | None = None,
     overlap: int | None = None,
     probabilities: bool = False,
     overwrite: bool = False,
