@@ -1,21 +1,48 @@
-"""Whole-scene prediction: throughput against the bare model, and peak memory.
+"""Whole-scene prediction with dspt-geo's own fine-tuned models, and TerraTorch's.
 
-(a) Throughput: ``predict_scene`` (read, normalise, model, blend, write the COG)
-against the bare model forward over the same number of windows, same batch size and
-device, in one run; megapixels of windows per second. Rounds interleave the two and
-each keeps its best round (the machine is shared).
+Models (made in the run, in ``--work``): ``detect`` and ``segment`` are fine-tuned
+with ``dspt-geo finetune`` for ``--steps`` steps on the SpaceNet building sample
+(``../shared/data/labelled/buildings``: one 900 x 900 px panchromatic scene and 43
+footprints); ``classify`` is built from the same kind of config with random
+weights (throughput does not depend on the weights). The encoder is
+``--model`` (default a tiny ViT of 4 blocks) at the sample's 64 px training tile;
+the heads keep ``dspt-geo finetune``'s defaults but for their width (64 channels:
+UperNet's, and the detector's pyramid, RPN and 4-conv box head).
 
-(b) Peak memory: one subprocess per scene size runs ``predict_scene`` and reports
-its peak resident set (``VmHWM``) and its resident set before predicting (after
-imports and model creation). Scenes are 3-band uint8, written tiled and compressed,
-strip by strip, so that the parent never holds one in memory.
+(a) Throughput on the sample scene, per task: the bare model forward over the
+same windows (same count, size and batch; random normalised input) against
+``predict_scene`` (read, normalise, model, blend, write), in megapixels of windows
+per second and as a ratio (target >= 0.9x), and the scene's megapixels per
+second. Rows: the default windows, and ``tile='auto'``. Detection also runs with
+the model's own proposal and detection limits (``max_objects`` large: what
+predict did before issue 16), and reports the scene's box mAP of every run against
+the sample's footprints. Rounds interleave bare and predict runs and keep each
+one's best (the machine is shared).
 
-Both use a small convolutional segmentation model. Usage::
+(b) Scenes of ``--sizes`` px (the sample tiled, 1-band uint16), one subprocess per
+run, peak resident memory (``VmHWM``) and time: ``predict_scene`` with
+``--rss-tile`` windows, and TerraTorch's ``tiled_inference`` on the same model
+and windows (the whole scene read into memory, as its in-memory API takes it;
+then argmax and a GeoTIFF). A segmentation model of ``--rss-model-args`` (a
+narrower ViT and head than in (a), so that 16k px finish in minutes on a CPU).
 
-    python benchmarks/predict.py [--sizes 2048 8192 16384] [--tile 256] [--overlap 32]
+TerraTorch is optional: install it into a separate venv chained to this one (its
+pins clash with ours), see BENCHMARKS.md; pass its interpreter as
+``--terratorch-python``. Without it the TerraTorch rows are skipped with a note.
+TerraTorch's package ``__init__`` imports its whole model zoo; the child loads
+``terratorch.tasks.tiled_inference`` (unmodified, from the installed wheel) with
+only the ``terratorch`` and ``terratorch.tasks`` package ``__init__`` files
+bypassed.
+
+Usage::
+
+    python benchmarks/predict.py --data ../shared/data [--steps 20] \\
+        [--sizes 2048 8192 16384] [--terratorch-python .tt-venv/bin/python]
 """
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -23,68 +50,27 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
+from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import rasterio
 import torch
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
 
-from dspt_geo.predict import PredictionSpec, TileGrid, predict_scene
+from dspt_geo.data.transforms import normalise
+from dspt_geo.models import build_encoder, build_task_model, load_finetuned
+from dspt_geo.predict import PredictionSpec, SceneReader, TileGrid, predict_scene
+from dspt_geo.predict.autotile import sized_to_window
+from dspt_geo.predict.tiling import cell_tiles
 
-CLASSES = 4
-
-
-def make_model(width: int = 16) -> nn.Module:
-    """A small fully convolutional segmentation net (receptive field 7x7)."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, width, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(width, width, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(width, CLASSES, 3, padding=1),
-    )
-
-
-def make_spec(tile: int, overlap: int) -> PredictionSpec:
-    """The model's prediction spec (RGB, uint8 statistics)."""
-    return PredictionSpec.from_metadata(
-        {
-            'task': 'segment',
-            'classes': [{'name': f'class {i}'} for i in range(CLASSES)],
-            'sensor': {
-                'name': 'rgb',
-                'bands': ['red', 'green', 'blue'],
-                'in_chans': 3,
-                'nodata': 0,
-                'sar_mode': None,
-                'statistics': {'mean': [110.0] * 3, 'std': [40.0] * 3},
-            },
-            'tile': {'size': tile, 'overlap': overlap},
-        }
-    )
-
-
-def write_scene(path: Path, size: int) -> None:
-    """A tiled, compressed 3-band uint8 scene, written 512 rows at a time."""
-    rng = np.random.default_rng(0)
-    profile = {
-        'driver': 'GTiff', 'width': size, 'height': size, 'count': 3, 'dtype': 'uint8',
-        'crs': 'EPSG:32633', 'transform': from_origin(500_000, 5_000_000, 10, 10),
-        'tiled': True, 'blockxsize': 512, 'blockysize': 512, 'compress': 'zstd',
-        'zstd_level': 1, 'nodata': 0, 'bigtiff': 'if_safer',
-    }  # fmt: skip
-    cols = np.arange(size)
-    with rasterio.open(path, 'w', **profile) as dst:
-        dst.descriptions = ('red', 'green', 'blue')
-        for row in range(0, size, 512):
-            rows = np.arange(row, min(row + 512, size))[:, None]
-            base = (60 + (rows // 97 + cols // 131) % 4 * 30).astype(np.uint8)
-            noise = rng.integers(0, 16, (3, len(rows), size), dtype=np.uint8)
-            dst.write(base[None] + noise, window=Window(0, row, size, len(rows)))
+SPACENET = Path('labelled/buildings')
+SCENE, LABELS = 'spacenet_pan.tif', 'spacenet_buildings.geojson'
+TILE = 64
 
 
 def rss_mb(key: str) -> float:
@@ -96,147 +82,485 @@ def rss_mb(key: str) -> float:
     return math.nan
 
 
-def child(args: argparse.Namespace) -> None:
-    """Run one prediction and print its memory figures as JSON."""
-    torch.set_num_threads(args.threads)
-    model, spec = make_model(args.width), make_spec(args.tile, args.overlap)
+# -- models -------------------------------------------------------------------
+
+
+def repeat(option: str, values: list[str]) -> list[str]:
+    """``option value`` for every value."""
+    return [item for value in values for item in (option, value)]
+
+
+def finetune(task: str, data: Path, out: Path, args: argparse.Namespace) -> Path:
+    """``dspt-geo finetune TASK`` on the sample, in this process; the model file."""
+    from dspt_geo_cli.main import cli
+
+    model = out / task / 'model.safetensors'
+    if model.exists():
+        return model
+    folder = data / SPACENET
+    command = [
+        '-q', 'finetune', task, '--images', str(folder / SCENE),
+        '--labels', str(folder / LABELS), '--out', str(out / task),
+        '--model', args.model, *repeat('--model-arg', args.model_arg),
+        '--image-size', str(TILE), '--steps', str(args.steps), '--batch-size', '8',
+        '--lr', '1e-3', '--num-workers', '0', '--accelerator', 'cpu',
+        '--val-every', str(args.steps), '--split', 'none', '--overwrite',
+        *repeat('--head-arg', args.head_arg.get(task, [])),
+    ]  # fmt: skip
+    cli.main(command, standalone_mode=False)
+    return model
+
+
+def classify_model(segment_file: Path) -> tuple[nn.Module, PredictionSpec]:
+    """A classifier on the segmentation model's encoder config (random weights)."""
+    _, metadata = load_finetuned(segment_file)
+    encoder = metadata['model_config']['encoder']
+    vit, _ = build_encoder(
+        encoder['model'], encoder['in_chans'], image_size=encoder['image_size'],
+        patch_size=encoder['patch_size'], model_args=encoder['model_args'],
+    )  # fmt: skip
+    model = build_task_model('classify', vit, len(metadata['classes']))
+    spec = PredictionSpec.from_metadata({**metadata, 'task': 'classify'})
+    return model.eval(), spec
+
+
+# -- (a) throughput -------------------------------------------------------------
+
+
+def scene_windows(scene: Path, spec: PredictionSpec, size: int) -> torch.Tensor:
+    """Every window predict runs over *scene*, read and normalised as it does."""
+    with SceneReader(scene, spec) as reader:
+        tiles = (
+            cell_tiles(reader.height, reader.width, size)
+            if spec.task == 'classify'
+            else list(TileGrid(reader.height, reader.width, size, spec.overlap))
+        )
+        windows = [reader.read(tile, size) for tile in tiles]
+    images = torch.from_numpy(np.stack([image for image, _ in windows]))
+    valid = torch.from_numpy(np.stack([mask for _, mask in windows]))
+    return normalise(images, valid, spec.statistics)
+
+
+def bare_seconds(
+    model: nn.Module,
+    spec: PredictionSpec,
+    images: torch.Tensor,
+    batch: int,
+    max_objects: int | None,
+) -> float:
+    """The model alone over *images*, limited as predict limits it."""
+    start = time.perf_counter()
+    size = images.shape[-1]
+    with torch.inference_mode(), sized_to_window(model, spec, size, max_objects):
+        for first in range(0, len(images), batch):
+            model(images[first : first + batch])
+    return time.perf_counter() - start
+
+
+def pixel_boxes(frame: gpd.GeoDataFrame, transform: Any) -> torch.Tensor:
+    """Boxes of a frame's geometries in scene pixels (x1, y1, x2, y2)."""
+    bounds = frame.geometry.bounds.to_numpy().reshape(-1, 4)
+    inverse = ~transform
+    x1, y1 = inverse * (bounds[:, 0], bounds[:, 3])
+    x2, y2 = inverse * (bounds[:, 2], bounds[:, 1])
+    return torch.tensor(np.stack([x1, y1, x2, y2], axis=1), dtype=torch.float32)
+
+
+def scene_map(detections: Path, labels: Path, scene: Path) -> dict[str, float]:
+    """Box mAP (COCO, and at IoU 0.5) of a detection file against the footprints."""
+    with rasterio.open(scene) as src:
+        transform, crs = src.transform, src.crs
+    truth = gpd.read_file(labels).to_crs(crs)
+    found = gpd.read_file(detections, layer='detections')
+    metric = MeanAveragePrecision(box_format='xyxy', iou_type='bbox')
+    metric.update(
+        [
+            {
+                'boxes': pixel_boxes(found, transform),
+                'scores': torch.tensor(found.score.to_numpy(), dtype=torch.float32),
+                'labels': torch.zeros(len(found), dtype=torch.int64),
+            }
+        ],
+        [
+            {
+                'boxes': pixel_boxes(truth, transform),
+                'labels': torch.zeros(len(truth), dtype=torch.int64),
+            }
+        ],
+    )
+    result = metric.compute()
+    return {'map': float(result['map']), 'map_50': float(result['map_50'])}
+
+
+def throughput(
+    task: str,
+    model: nn.Module,
+    spec: PredictionSpec,
+    scene: Path,
+    labels: Path,
+    folder: Path,
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """Rows of table (a) for one task."""
+    with rasterio.open(scene) as src:
+        height, width = src.height, src.width
+    runs: list[tuple[str, dict[str, Any]]] = [('default windows', {})]
+    if task == 'detect':
+        runs.insert(0, ('model limits (before)', {'max_objects': 10**6}))
+    if task != 'classify':
+        runs.append(('tile auto', {'tile': 'auto'}))
+    rows = []
+    suffix = '.gpkg' if task == 'detect' else '.tif'
+    for name, options in runs:
+        out = folder / f'{task}-{len(rows)}{suffix}'
+        best_full, best_bare, result = math.inf, math.inf, None
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            result = predict_scene(
+                scene, model, spec, out, batch_size=args.batch, progress=False,
+                overwrite=True, device='cpu', score_threshold=args.score_threshold,
+                **options,
+            )  # fmt: skip
+            best_full = min(best_full, time.perf_counter() - start)
+            images = scene_windows(scene, spec, result.tile)
+            seconds = bare_seconds(
+                model, spec, images, args.batch, options.get('max_objects')
+            )
+            best_bare = min(best_bare, seconds)
+        assert result is not None
+        windows = len(images)
+        window_mpx = windows * result.tile**2 / 1e6
+        row = {
+            'task': task,
+            'run': name,
+            'tile': result.tile,
+            'windows': windows,
+            'bare': window_mpx / best_bare,
+            'full': window_mpx / best_full,
+            'scene': height * width / 1e6 / best_full,
+            'seconds': best_full,
+        }
+        if task == 'detect':
+            row.update(scene_map(out, labels, scene), detections=result.detections)
+        if task == 'segment':
+            with rasterio.open(out) as src:
+                row['classes'] = src.read(1)
+        rows.append(row)
+    if task == 'segment':
+        first = rows[0].pop('classes')
+        for row in rows:
+            row['agree'] = float((row.pop('classes', first) == first).mean())
+    return rows
+
+
+# -- (b) memory -------------------------------------------------------------------
+
+
+def write_scene(path: Path, size: int, sample: Path) -> None:
+    """A *size* x *size* scene of the sample tiled, 1-band uint16, tiled and compressed."""
+    with rasterio.open(sample) as src:
+        tile = src.read(1)
+        profile = {
+            'driver': 'GTiff', 'width': size, 'height': size, 'count': 1,
+            'dtype': 'uint16', 'crs': src.crs, 'transform': src.transform,
+            'tiled': True, 'blockxsize': 512, 'blockysize': 512, 'compress': 'zstd',
+            'zstd_level': 1, 'nodata': 0, 'bigtiff': 'if_safer',
+        }  # fmt: skip
+    reps = -(-size // tile.shape[1])
+    row_band = np.tile(tile, (1, reps))[:, :size]
+    row_band[row_band == 0] = 1  # no nodata holes: every window runs
+    with rasterio.open(path, 'w', **profile) as dst:
+        for row in range(0, size, 512):
+            rows = (np.arange(row, min(row + 512, size)) % tile.shape[0])[:, None]
+            dst.write(
+                row_band[rows[:, 0]][None], window=Window(0, row, size, len(rows))
+            )
+
+
+def rss_model(args: argparse.Namespace, template: Path) -> Path:
+    """The narrow segmentation model of table (b), saved as a model file."""
+    from dspt_geo.models import save_model_file
+
+    path = Path(args.work) / 'rss' / 'model.safetensors'
+    if path.exists():
+        return path
+    _, metadata = load_finetuned(template)
+    encoder = metadata['model_config']['encoder']
+    kwargs = dict(a.split('=') for a in args.rss_model_args)
+    torch.manual_seed(0)
+    vit, _ = build_encoder(
+        encoder['model'], encoder['in_chans'], image_size=encoder['image_size'],
+        patch_size=encoder['patch_size'],
+        model_args={'depth': int(kwargs.get('depth', 2)),
+                    'embed_dim': int(kwargs.get('embed_dim', 32)),
+                    'num_heads': int(kwargs.get('num_heads', 2))},
+    )  # fmt: skip
+    model = build_task_model(
+        'segment',
+        vit,
+        len(metadata['classes']),
+        channels=int(kwargs.get('channels', 32)),
+    )
+    metadata = {**metadata, 'model_config': model.config()}
+    metadata['tile'] = {'size': args.rss_tile, 'overlap': args.rss_overlap}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model_file(path, model.state_dict(), metadata)
+    return path
+
+
+def child_predict(args: argparse.Namespace) -> dict[str, Any]:
+    """One predict_scene run (a subprocess of table (b))."""
+    model, metadata = load_finetuned(args.model_file)
+    spec = PredictionSpec.from_metadata(metadata)
     before = rss_mb('VmRSS')
     start = time.perf_counter()
-    result = predict_scene(
+    predict_scene(
         args.scene, model, spec, args.out, batch_size=args.batch, progress=False,
-        overwrite=True, device=args.device,
+        overwrite=True, device='cpu',
     )  # fmt: skip
-    seconds = time.perf_counter() - start
-    print(
-        json.dumps(
-            {
-                'before': before,
-                'peak': rss_mb('VmHWM'),
-                'seconds': seconds,
-                'windows': result.windows_run,
-            }
-        )
-    )
+    return {
+        'before': before,
+        'peak': rss_mb('VmHWM'),
+        'seconds': time.perf_counter() - start,
+    }
 
 
-def throughput(args: argparse.Namespace, folder: Path) -> tuple[float, float, int]:
-    """Best megapixels/s of predict_scene and of the bare model, and the windows."""
-    scene = folder / f'throughput-{args.throughput_size}.tif'
-    write_scene(scene, args.throughput_size)
-    device = torch.device(
-        args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    )
-    model = make_model(args.width).to(device).eval()
-    spec = make_spec(args.tile, args.overlap)
-    windows = len(
-        TileGrid(args.throughput_size, args.throughput_size, args.tile, args.overlap)
-    )
-    megapixels = windows * args.tile**2 / 1e6
-    batch = torch.randn(args.batch, 3, args.tile, args.tile, device=device)
-    autocast = (
-        torch.autocast('cuda', dtype=torch.bfloat16) if device.type == 'cuda' else None
-    )
+def load_tiled_inference() -> Any:
+    """TerraTorch's ``tiled_inference`` without its package ``__init__`` files."""
+    found = importlib.util.find_spec('terratorch')
+    if found is None or not found.submodule_search_locations:
+        raise ModuleNotFoundError('terratorch')
+    root = Path(next(iter(found.submodule_search_locations)))
+    for name, folder in (('terratorch', root), ('terratorch.tasks', root / 'tasks')):
+        package = types.ModuleType(name)
+        package.__path__ = [str(folder)]
+        sys.modules[name] = package
+    return importlib.import_module('terratorch.tasks.tiled_inference').tiled_inference
 
-    def bare() -> float:
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for first in range(0, windows, args.batch):
-                x = batch[: min(args.batch, windows - first)]
-                if autocast is not None:
-                    with autocast:
-                        model(x).float()
-                else:
-                    model(x)
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        return megapixels / (time.perf_counter() - start)
 
-    def full() -> float:
-        start = time.perf_counter()
-        predict_scene(
-            scene, model, spec, folder / 'throughput-out.tif', batch_size=args.batch,
-            progress=False, overwrite=True, device=device,
+def child_terratorch(args: argparse.Namespace) -> dict[str, Any]:
+    """TerraTorch's tiled_inference on the same model and windows (a subprocess)."""
+    tiled_inference = load_tiled_inference()
+    model, metadata = load_finetuned(args.model_file)
+    spec = PredictionSpec.from_metadata(metadata)
+    before = rss_mb('VmRSS')
+    start = time.perf_counter()
+    with rasterio.open(args.scene) as src:
+        profile = src.profile
+        image = torch.from_numpy(src.read().astype(np.float32))[None]
+    valid = (image != 0).any(dim=1)
+    image = normalise(image, valid, spec.statistics)
+    with torch.inference_mode():
+        logits = tiled_inference(
+            model, image, out_channels=spec.num_classes, crop=spec.tile,
+            stride=spec.tile - spec.overlap, delta=spec.overlap // 4,
+            batch_size=args.batch, padding=False, device='cpu',
         )  # fmt: skip
-        return megapixels / (time.perf_counter() - start)
+    classes = logits[0].argmax(dim=0).to(torch.uint8).numpy()
+    profile.update(dtype='uint8', nodata=255, compress='deflate')
+    with rasterio.open(args.out, 'w', **profile) as dst:
+        dst.write(classes, 1)
+    return {
+        'before': before,
+        'peak': rss_mb('VmHWM'),
+        'seconds': time.perf_counter() - start,
+    }
 
-    bare()  # warm-up
-    rounds = {'bare': [], 'full': []}
-    for _ in range(args.repeats):
-        rounds['full'].append(full())
-        rounds['bare'].append(bare())
-    return max(rounds['full']), max(rounds['bare']), windows
+
+def memory_rows(
+    args: argparse.Namespace, folder: Path, model_file: Path, sample: Path
+) -> list[dict[str, Any]]:
+    """Rows of table (b): one subprocess per scene size and runner."""
+    rows = []
+    runners = ['predict'] + (['terratorch'] if args.terratorch_python else [])
+    for size in args.sizes:
+        scene = folder / f'scene-{size}.tif'
+        write_scene(scene, size, sample)
+        for runner in runners:
+            if runner == 'terratorch' and size > args.terratorch_max:
+                rows.append({'size': size, 'runner': runner, 'skipped': True})
+                continue
+            python = (
+                args.terratorch_python if runner == 'terratorch' else sys.executable
+            )
+            out = folder / f'out-{size}-{runner}.tif'
+            command = [
+                python, __file__, '--child', runner, '--scene', str(scene),
+                '--out', str(out), '--model-file', str(model_file),
+                '--batch', str(args.batch), '--threads', str(args.threads),
+            ]  # fmt: skip
+            # The TerraTorch venv reads dspt-geo from this checkout.
+            env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=False, env=env
+            )
+            if done.returncode:
+                sys.stderr.write(done.stderr[-3000:])
+                rows.append({'size': size, 'runner': runner, 'failed': True})
+                continue
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({'size': size, 'runner': runner, **figures})
+            out.unlink(missing_ok=True)
+        scene.unlink()
+    return rows
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def print_tables(
+    args: argparse.Namespace, throughput_rows: list[dict[str, Any]], memory: list
+) -> None:
+    """Markdown tables of (a) and (b)."""
+    setting = (
+        f'{args.model} {" ".join(args.model_arg)}, {TILE} px training tile, '
+        f'batch {args.batch}, cpu, {args.threads} torch thread(s), '
+        f'{args.steps} fine-tuning steps'
+    )
+    print(f'\n(a) Throughput on the SpaceNet sample (900 x 900 px), {setting}; '
+          f'best of {args.repeats}\n')  # fmt: skip
+    print('| task | run | window px | windows | bare forward (window Mpx/s) | '
+          'predict (window Mpx/s) | predict / bare | scene Mpx/s | seconds | '
+          'mAP / mAP50 or agreement |')  # fmt: skip
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
+    for r in throughput_rows:
+        extra = ''
+        if 'map' in r:
+            extra = f'{r["map"]:.3f} / {r["map_50"]:.3f} ({r["detections"]} boxes)'
+        elif 'agree' in r:
+            extra = f'{100 * r["agree"]:.2f} % of pixels as default'
+        print(
+            f'| {r["task"]} | {r["run"]} | {r["tile"]} | {r["windows"]} | '
+            f'{r["bare"]:.3f} | {r["full"]:.3f} | {r["full"] / r["bare"]:.2f}x | '
+            f'{r["scene"]:.3f} | {r["seconds"]:.1f} | {extra} |'
+        )
+    if not memory:
+        return
+    print(f'\n(b) Peak memory and time, one process per run, segmentation model '
+          f'{" ".join(args.rss_model_args)}, {args.rss_tile} px windows, overlap '
+          f'{args.rss_overlap}, batch {args.batch}, {args.threads} thread(s)\n')  # fmt: skip
+    print('| scene | runner | RSS before (MB) | peak RSS (MB) | peak - before (MB) | '
+          'seconds | scene Mpx/s |')  # fmt: skip
+    print('|---|---|---:|---:|---:|---:|---:|')
+    for r in memory:
+        name = (
+            'dspt-geo predict_scene'
+            if r['runner'] == 'predict'
+            else ('TerraTorch tiled_inference')
+        )
+        if r.get('skipped') or r.get('failed'):
+            why = 'skipped (--terratorch-max)' if r.get('skipped') else 'failed'
+            print(f'| {r["size"]}^2 | {name} | {why} | | | | |')
+            continue
+        print(
+            f'| {r["size"]}^2 | {name} | {r["before"]:.0f} | {r["peak"]:.0f} | '
+            f'{r["peak"] - r["before"]:.0f} | {r["seconds"]:.1f} | '
+            f'{r["size"] ** 2 / 1e6 / r["seconds"]:.2f} |'
+        )
+    if not args.terratorch_python:
+        print(
+            '\nTerraTorch rows skipped: no --terratorch-python given (see BENCHMARKS.md).'
+        )
 
 
 def main() -> None:
     """Run the benchmark and print Markdown tables."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--sizes', type=int, nargs='+', default=[2048, 8192, 16384])
-    parser.add_argument('--throughput-size', type=int, default=4096)
-    parser.add_argument('--tile', type=int, default=256)
-    parser.add_argument('--overlap', type=int, default=32)
+    parser.add_argument(
+        '--data',
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / 'shared' / 'data',
+    )
+    parser.add_argument(
+        '--work', default=None, help='folder for models (kept) and scenes'
+    )
+    parser.add_argument('--model', default='vit_tiny_patch16_224')
+    parser.add_argument('--model-arg', action='append', default=None)
+    parser.add_argument('--steps', type=int, default=20)
+    parser.add_argument('--tasks', nargs='+', default=['classify', 'segment', 'detect'])
+    parser.add_argument('--score-threshold', type=float, default=None)
+    parser.add_argument('--sizes', type=int, nargs='*', default=[2048, 8192, 16384])
+    parser.add_argument('--rss-tile', type=int, default=512)
+    parser.add_argument('--rss-overlap', type=int, default=64)
+    parser.add_argument(
+        '--rss-model-args',
+        nargs='+',
+        default=['depth=1', 'embed_dim=32', 'num_heads=2', 'channels=16'],
+    )
+    parser.add_argument('--terratorch-python', default=None)
+    parser.add_argument(
+        '--terratorch-max',
+        type=int,
+        default=16384,
+        help='largest scene for TerraTorch (it holds the scene in memory)',
+    )
     parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--width', type=int, default=16, help='channels of the model')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--device', default=None)
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--skip-throughput', action='store_true')
-    parser.add_argument('--tmp', default=None, help='folder for the scenes')
-    parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--repeats', type=int, default=2)
+    parser.add_argument(
+        '--child', choices=['predict', 'terratorch'], help=argparse.SUPPRESS
+    )
     parser.add_argument('--scene', help=argparse.SUPPRESS)
     parser.add_argument('--out', help=argparse.SUPPRESS)
+    parser.add_argument('--model-file', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args)
-        return
     torch.set_num_threads(args.threads)
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    setting = (
-        f'{args.tile} px windows, overlap {args.overlap}, batch {args.batch}, {device}, '
-        f'{args.threads} torch thread(s), {CLASSES} classes, model width {args.width}'
-    )
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    if args.child:
+        run = child_predict if args.child == 'predict' else child_terratorch
+        print(json.dumps(run(args)))
+        return
+    args.model_arg = args.model_arg if args.model_arg is not None else ['depth=4']
+    args.head_arg = {
+        # Heads narrowed to the tiny encoder (the defaults suit ViT-B); few sampled
+        # RoIs make training steps fast (inference keeps the model's limits).
+        'segment': ['channels=64'],
+        'detect': ['out_channels=64', 'detector_args={box_batch_size_per_image: 64}'],
+    }
+    if args.terratorch_python:
+        probe = subprocess.run(
+            [args.terratorch_python, '-c',
+             'import importlib.util as u; assert u.find_spec("terratorch")'],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if probe.returncode:
+            print(
+                f'note: no terratorch in {args.terratorch_python}; TerraTorch rows skipped'
+            )
+            args.terratorch_python = None
+    sample = args.data / SPACENET / SCENE
+    if not sample.exists():
+        sys.exit(f'the SpaceNet sample is not in {args.data}; pass --data')
+    work = Path(args.work or tempfile.mkdtemp(prefix='dspt-predict-bench-'))
+    args.work = str(work)
+    models = {
+        task: finetune(task, args.data, work / 'models', args)
+        for task in ('segment', 'detect')
+        if task in args.tasks or (task == 'segment' and 'classify' in args.tasks)
+    }
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
         folder = Path(tmp)
-        if not args.skip_throughput:
-            full, bare, windows = throughput(args, folder)
-            print(
-                f'\n(a) Throughput, {args.throughput_size}^2 scene, {windows} windows, '
-                f'{setting}; best of {args.repeats}\n'
+        for task in args.tasks:
+            if task == 'classify':
+                model, spec = classify_model(models['segment'])
+            else:
+                model, metadata = load_finetuned(models[task])
+                spec = PredictionSpec.from_metadata(metadata)
+            rows += throughput(
+                task, model, spec, sample, args.data / SPACENET / LABELS, folder, args
             )
-            print('| run | window megapixels/s | vs bare model |')
-            print('|---|---:|---:|')
-            print(f'| bare model forward | {bare:.1f} | 1.00x |')
-            print(
-                f'| predict_scene (read, blend, write COG) | {full:.1f} | {full / bare:.2f}x |'
+        memory = []
+        if args.sizes:
+            memory = memory_rows(
+                args, folder, rss_model(args, models['segment']), sample
             )
-
-        rows = []
-        for size in args.sizes:
-            scene = folder / f'scene-{size}.tif'
-            write_scene(scene, size)
-            command = [
-                sys.executable, __file__, '--child', '--scene', str(scene),
-                '--out', str(folder / f'out-{size}.tif'), '--tile', str(args.tile),
-                '--overlap', str(args.overlap), '--batch', str(args.batch),
-                '--threads', str(args.threads), '--width', str(args.width),
-            ] + (['--device', args.device] if args.device else [])  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            figures = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append((size, figures))
-            scene.unlink()
-            os.remove(folder / f'out-{size}.tif')
-        print(f'\n(b) Peak memory, one process per scene, {setting}\n')
-        print('| scene | scene MB (3-band uint8) | RSS before (MB) | peak RSS (MB) | '
-              'peak - before (MB) | seconds |')  # fmt: skip
-        print('|---|---:|---:|---:|---:|---:|')
-        for size, f in rows:
-            print(
-                f'| {size}x{size} | {3 * size * size / 2**20:.0f} | {f["before"]:.0f} | '
-                f'{f["peak"]:.0f} | {f["peak"] - f["before"]:.0f} | {f["seconds"]:.1f} |'
-            )
-        peaks = [f['peak'] for _, f in rows]
+    print_tables(args, rows, memory)
+    if torch.cuda.is_available():
         print(
-            f'\npeak spread: {max(peaks) - min(peaks):.0f} MB (target: within 300 MB)'
+            '\nCUDA present: rerun with --model vit_base_patch16_224 --model-arg depth=12 for the ViT-B row.'
         )
+    else:
+        print('\nNo CUDA: the ViT-B row was not run.')
 
 
 if __name__ == '__main__':

@@ -1,8 +1,26 @@
 """``dspt-geo predict``: a fine-tuned model over whole scenes, for QGIS."""
 
+from typing import Literal
+
 import click
 
 from .logs import route_lightning_logs
+
+
+def _tile(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> int | Literal['auto'] | None:
+    """``--tile``: a window size of at least 8 pixels, or ``auto``."""
+    if value is None or value == 'auto':
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 8:
+        msg = f'{value!r} is neither auto nor a window size of at least 8 pixels'
+        raise click.BadParameter(msg, ctx=ctx, param=param)
+    return size
 
 
 @click.command()
@@ -21,8 +39,10 @@ from .logs import route_lightning_logs
 )
 @click.option(
     '--tile',
-    type=click.IntRange(min=8),
-    help="Window size in pixels (default: the model's training tile).",
+    callback=_tile,
+    metavar='PIXELS|auto',
+    help="Window size in pixels (default: the model's training tile), or auto: the "
+    'fastest of larger windows the model takes (ViTs), timed on this machine.',
 )
 @click.option(
     '--overlap',
@@ -62,13 +82,20 @@ from .logs import route_lightning_logs
     type=click.Path(),
     help='Also write a QGIS project (.qgz) with the scene and the styled outputs (one scene).',
 )
+@click.option(
+    '--max-objects',
+    type=click.IntRange(min=0),
+    help='detect: most objects in one training tile; sizes the detections (2 per '
+    'object + 8) and proposals (10 per detection) per window, scaled to the window '
+    'area (default: counted from the training labels, stored in the model file).',
+)
 @click.option('--overwrite', is_flag=True, help='Replace existing outputs.')
 @click.option('--no-progress', is_flag=True, help='No progress bar.')
 def predict(
     scenes: tuple[str, ...],
     model_file: str,
     out: str | None,
-    tile: int | None,
+    tile: int | Literal['auto'] | None,
     overlap: int | None,
     batch_size: int,
     device: str | None,
@@ -76,6 +103,7 @@ def predict(
     probabilities: bool,
     score_threshold: float | None,
     qgis_project: str | None,
+    max_objects: int | None,
     overwrite: bool,
     no_progress: bool,
 ) -> None:
@@ -96,6 +124,7 @@ def predict(
         score_threshold=score_threshold,
         overwrite=overwrite,
         progress=not no_progress,
+        max_objects=max_objects,
     )
     results = predict_scenes(
         scenes, model_file, out, options=options, device=device, devices=devices,

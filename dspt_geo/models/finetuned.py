@@ -15,6 +15,8 @@ JSON metadata, everything needed to use it without the run folder::
                  'res': [x, y] | null},               # metres per pixel
       'tile': {'size': int, 'overlap': int},
       'score_threshold': float,                       # detection
+      'max_objects': int | null,                      # detection: most objects
+                                                      # in one training tile
       'model_config': {...},                          # the task model's config()
       'class_table': {...},                           # ClassTable.to_dict()
       'model': {'name', 'model_args', 'image_size', 'patch_size', ...},

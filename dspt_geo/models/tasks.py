@@ -23,7 +23,8 @@ parameter, 0 for the stem and class token, ``i + 1`` for block ``i``, and
 """
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal, TypeAlias, cast
 
 import torch.nn.functional as F
@@ -654,6 +655,43 @@ class DetectionModel(FasterRCNN):  # type: ignore[misc]  # torchvision is untype
             list(images), targets
         )
         return output
+
+    @contextmanager
+    def inference_limits(self, proposals: int, detections: int) -> Iterator[None]:
+        """Run eval-mode forwards with fewer proposals and detections per image.
+
+        The RPN keeps at most *proposals* boxes per level before its NMS and in
+        all after it, and at most *detections* boxes per image are returned; each
+        is capped at the model's own setting (``rpn_*_nms_top_n_test``,
+        ``detections_per_image``), which comes back on exit. Whole-scene
+        prediction sizes these to the window (issue 16).
+
+        Args:
+            proposals: Most proposals per image.
+            detections: Most detections per image.
+
+        Yields:
+            Nothing; the limits hold inside the ``with`` block.
+
+        .. versionadded:: 0.1
+        """
+        rpn, heads = self.rpn, self.roi_heads
+        saved = (
+            rpn._pre_nms_top_n['testing'],
+            rpn._post_nms_top_n['testing'],
+            heads.detections_per_img,
+        )
+        rpn._pre_nms_top_n['testing'] = min(saved[0], max(1, proposals))
+        rpn._post_nms_top_n['testing'] = min(saved[1], max(1, proposals))
+        heads.detections_per_img = min(saved[2], max(1, detections))
+        try:
+            yield
+        finally:
+            (
+                rpn._pre_nms_top_n['testing'],
+                rpn._post_nms_top_n['testing'],
+                heads.detections_per_img,
+            ) = saved
 
     def layer_id(self, name: str) -> int:
         """Layer of a parameter for layer-wise learning-rate decay (see :mod:`.tasks`).

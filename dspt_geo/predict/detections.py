@@ -17,10 +17,22 @@ number of boxes (each box meets only its neighbours).
 An object is found once when some window holds it whole, i.e. when the overlap is
 at least the object's size (as the overlap must cover a segmentation model's
 receptive field). A larger object may come out as one box per window it crosses.
+
+The detector's work per window is sized to the window (:func:`detection_limits`):
+a window of ``size`` pixels is expected to hold at most
+``ceil(max_objects * size**2 / tile**2)`` objects, where ``max_objects`` is the
+most objects one training tile held (counted from the training labels by
+``dspt-geo finetune`` and stored in the model file; ``--max-objects`` overrides
+it). The detector then keeps ``2 * objects + 8`` detections and ten proposals per
+detection (torchvision's 1,000 proposals for 100 detections), each capped at the
+model's own setting. A model file without the count assumes one object per
+:data:`FALLBACK_OBJECT_AREA` pixels of the training tile.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -31,10 +43,71 @@ from rasterio.crs import CRS
 
 from .tiling import Tile
 
-__all__ = ('DetectionAccumulator', 'detections_frame', 'merge_boxes')
+__all__ = (
+    'FALLBACK_OBJECT_AREA',
+    'DetectionAccumulator',
+    'DetectionLimits',
+    'detection_limits',
+    'detections_frame',
+    'merge_boxes',
+)
 
 #: A box this close (pixels) to a shared window edge counts as cut by it.
 EDGE_PIXELS = 2.0
+
+#: Pixels per object assumed when the model file does not record how many objects
+#: a training tile held (a 16 x 16 px object, one ViT patch, on every patch).
+FALLBACK_OBJECT_AREA = 16 * 16
+
+#: Detections kept per expected object, and the extra ones (duplicates across
+#: classes, boxes below the score threshold).
+_DETECTIONS_PER_OBJECT = 2
+_EXTRA_DETECTIONS = 8
+
+#: Proposals per kept detection (torchvision's 1,000 for 100).
+_PROPOSALS_PER_DETECTION = 10
+
+
+class DetectionLimits(NamedTuple):
+    """What a detector keeps per window (see the module docstring)."""
+
+    #: objects a window of this size is expected to hold at most.
+    objects: int
+    #: region proposals per window (before and after the RPN's NMS).
+    proposals: int
+    #: detections per window.
+    detections: int
+
+
+def detection_limits(
+    size: int, tile: int, max_objects: int | None = None
+) -> DetectionLimits:
+    """Proposals and detections per window for windows of *size* pixels.
+
+    Args:
+        size: window side in pixels.
+        tile: training tile side in pixels.
+        max_objects: most objects one training tile held (None: one per
+            :data:`FALLBACK_OBJECT_AREA` pixels).
+
+    Returns:
+        the limits (the model caps them at its own settings).
+
+    Raises:
+        ValueError: If a size is not positive or *max_objects* is negative.
+
+    .. versionadded:: 0.1
+    """
+    if size < 1 or tile < 1 or (max_objects is not None and max_objects < 0):
+        msg = (
+            f'need size, tile >= 1 and max_objects >= 0; got {size, tile, max_objects}'
+        )
+        raise ValueError(msg)
+    if max_objects is None:
+        max_objects = math.ceil(tile * tile / FALLBACK_OBJECT_AREA)
+    objects = math.ceil(max_objects * (size / tile) ** 2)
+    detections = _DETECTIONS_PER_OBJECT * objects + _EXTRA_DETECTIONS
+    return DetectionLimits(objects, _PROPOSALS_PER_DETECTION * detections, detections)
 
 
 @dataclass

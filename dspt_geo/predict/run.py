@@ -18,6 +18,12 @@ under bf16 autocast. What is written depends on the spec's task:
   CRS to a GeoPackage (layer ``detections``), GeoJSON or FlatGeobuf by extension,
   with a categorised ``.qml`` style.
 
+Windows are the training tile's size unless told otherwise; ``tile='auto'`` lets
+a model that takes any multiple of its patch size run larger windows where that
+is faster and gives the same result (:mod:`dspt_geo.predict.autotile`). A
+detector's proposals and detections per window follow the window's area
+(:func:`dspt_geo.predict.detections.detection_limits`).
+
 Peak memory depends on the window size, batch size and scene *width* (one strip of
 ``tile`` rows of logits, one row of input blocks in GDAL's cache, see
 :data:`GDAL_CACHE_MIN_MB`), never on the scene's area.
@@ -32,7 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +52,7 @@ from tqdm.auto import tqdm
 
 from ..data.transforms import normalise
 from ..errors import CheckpointError, ConfigError
+from .autotile import choose_tile, sized_to_window
 from .detections import DetectionAccumulator, detections_frame
 from .qgis import categorized_qml, palette_qml, style_path, write_qml
 from .scene import SceneReader, iter_batches
@@ -111,8 +118,12 @@ class PredictionResult:
         detections: features written (detection), else None.
         all_nodata: the scene held no valid pixel; the output is all nodata.
         seconds: wall time.
+        tile: window side used, in pixels.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       Added *tile* (issue 16).
     """
 
     output: Path
@@ -125,6 +136,7 @@ class PredictionResult:
     detections: int | None
     all_nodata: bool
     seconds: float
+    tile: int | None = None
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -183,7 +195,7 @@ def predict_scene(
     *,
     device: str | torch.device | None = None,
     batch_size: int = 8,
-    tile: int | None = None,
+    tile: int | Literal['auto'] | None = None,
     overlap: int | None = None,
     probabilities: bool = False,
     overwrite: bool = False,
@@ -193,6 +205,7 @@ def predict_scene(
     compress: Compression = 'deflate',
     style: bool = True,
     blocksize: int = 512,
+    max_objects: int | None = None,
 ) -> PredictionResult:
     """Run *model* over a whole scene and write georeferenced, styled outputs.
 
@@ -207,7 +220,9 @@ def predict_scene(
             or ``.fgb`` for ``detect``.
         device: torch device (default: CUDA when available, else the CPU).
         batch_size: windows per model call.
-        tile: window side in pixels (default: the spec's).
+        tile: window side in pixels (default: the spec's), or ``'auto'``: the
+            fastest of larger windows that agree with the spec's tiling, when the
+            model takes them (:func:`~dspt_geo.predict.autotile.choose_tile`).
         overlap: overlap of neighbouring windows (default: the spec's; ignored by
             ``classify``, whose cells do not overlap).
         probabilities: also write ``<stem>_probabilities.tif`` (``segment`` and
@@ -219,6 +234,10 @@ def predict_scene(
         compress: COG compression, ``'deflate'`` or ``'zstd'``.
         style: write a ``.qml`` style (and class names) beside the output.
         blocksize: COG tile side.
+        max_objects: ``detect``: most objects one training tile holds, which
+            sizes the detector's proposals and detections per window (default:
+            the spec's, counted from the training labels; see
+            :func:`~dspt_geo.predict.detections.detection_limits`).
 
     Returns:
         the files written and counts.
@@ -232,10 +251,17 @@ def predict_scene(
         DsptGeoError: If an output exists (without *overwrite*) or cannot be written.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       *tile* may be ``'auto'``; added *max_objects* (issue 16).
     """
     started = time.perf_counter()
-    size = spec.tile if tile is None else int(tile)
+    auto = tile == 'auto'
+    size = spec.tile if tile is None or auto else int(tile)
     overlap = spec.overlap if overlap is None else int(overlap)
+    if max_objects is not None and max_objects < 0:
+        msg = f'max_objects must be >= 0, got {max_objects}'
+        raise ConfigError(msg)
     if size < 1 or not 0 <= overlap < size or batch_size < 1:
         msg = f'need tile >= 1, 0 <= overlap < tile and batch_size >= 1; got {size, overlap, batch_size}'
         raise ConfigError(msg)
@@ -271,6 +297,8 @@ def predict_scene(
     ):
         out_path.parent.mkdir(parents=True, exist_ok=True)  # checked above
         model.to(device)
+        if auto:
+            size = choose_tile(model, spec, reader, overlap, device, max_objects)
         tiles = (
             cell_tiles(reader.height, reader.width, size)
             if spec.task == 'classify'
@@ -301,7 +329,10 @@ def predict_scene(
                         if score_threshold is None
                         else score_threshold
                     )
-                    counts = run.detect(tiles, out_path, threshold, iou_threshold, bar)
+                    with sized_to_window(model, spec, size, max_objects, log=True):
+                        counts = run.detect(
+                            tiles, out_path, threshold, iou_threshold, bar
+                        )
     windows_run, valid_pixels, detections = counts
     sidecars = (aux_path,) if aux_path is not None else ()
     all_nodata = windows_run == 0
@@ -329,6 +360,7 @@ def predict_scene(
         detections=detections,
         all_nodata=all_nodata,
         seconds=seconds,
+        tile=size,
     )
 
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.multiprocessing as mp
@@ -43,12 +44,13 @@ class PredictOptions:
     """Settings of :func:`predict_scene` shared by every scene (see there)."""
 
     batch_size: int = 8
-    tile: int | None = None
+    tile: int | Literal['auto'] | None = None
     overlap: int | None = None
     probabilities: bool = False
     score_threshold: float | None = None
     overwrite: bool = False
     progress: bool = True
+    max_objects: int | None = None
 
 
 def find_scenes(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -191,6 +193,7 @@ def _predict(
             overwrite=options.overwrite,
             progress=options.progress,
             score_threshold=options.score_threshold,
+            max_objects=options.max_objects,
         )
         logger.info('%s -> %s (%.1f s)', scene, result.output, result.seconds)
         results.append(result)

@@ -18,8 +18,10 @@ schema from it (keys not listed are ignored, so the object may hold more)::
         'res': float | [x, y] | null  # optional: training pixel size in metres
       },
       'tile': {'size': int, 'overlap': int},
-      'score_threshold': float | null # detection only (default 0.5)
-    }
+      'score_threshold': float | null, # detection only (default 0.5)
+      'max_objects': int | null,       # detection only: most objects in a tile
+      'model': {'patch_size': int}     # optional: the model takes any window
+    }                                  # that is a multiple of this
 
 ``classes`` are the model's outputs in order: segmentation and classification
 logits have one channel per class and the written class raster holds the class
@@ -31,7 +33,12 @@ so label ``k`` is ``classes[k - 1]`` and is written as ``class_id = k - 1``.
 backscatter scale it saw, converted from the stored ``sar_scale`` (absent: complex)
 by :class:`dspt_geo.data.sar.SarConversion`. ``res``, when
 given, lets prediction resample scenes of a very different resolution to the
-training one (see :func:`dspt_geo.predict.run.predict_scene`).
+training one (see :func:`dspt_geo.predict.run.predict_scene`). ``max_objects``,
+counted from the training labels, sizes the detector's work per window
+(:func:`dspt_geo.predict.detections.detection_limits`). ``model.patch_size``, when
+given, says that the model takes windows of any multiple of it (a ViT with
+position embeddings computed for the input size), which lets ``tile='auto'`` use
+windows larger than the training tile.
 """
 
 import math
@@ -81,8 +88,14 @@ class PredictionSpec:
         score_threshold: detections scoring below are dropped.
         sensor: name of the training sensor group.
         res: training pixel size (x, y) in metres, if known.
+        max_objects: most objects one training tile held (detection), if known.
+        patch_size: the model takes windows of any multiple of this size; None
+            when it takes only the training tile's size.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       Added *max_objects* and *patch_size* (issue 16).
     """
 
     task: Task
@@ -98,6 +111,8 @@ class PredictionSpec:
     score_threshold: float = 0.5
     sensor: str = ''
     res: tuple[float, float] | None = None
+    max_objects: int | None = None
+    patch_size: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -189,6 +204,19 @@ class PredictionSpec:
         threshold = 0.5 if threshold is None else threshold
         if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
             _fail('score_threshold', threshold, 'a number in [0, 1]')
+        max_objects = metadata.get('max_objects')
+        if max_objects is not None and (
+            not isinstance(max_objects, int)
+            or isinstance(max_objects, bool)
+            or max_objects < 0
+        ):
+            _fail('max_objects', max_objects, 'null or an integer >= 0')
+        model = metadata.get('model')
+        patch = model.get('patch_size') if isinstance(model, Mapping) else None
+        if patch is not None and (
+            not isinstance(patch, int) or isinstance(patch, bool) or patch < 1
+        ):
+            _fail('model.patch_size', patch, 'null or a positive integer')
         return cls(
             task=task,
             class_names=tuple(names),
@@ -203,6 +231,8 @@ class PredictionSpec:
             score_threshold=float(threshold),
             sensor=str(sensor.get('name') or ''),
             res=res,
+            max_objects=max_objects,
+            patch_size=patch,
         )
 
     def to_metadata(self) -> dict[str, Any]:
@@ -234,6 +264,8 @@ class PredictionSpec:
             },
             'tile': {'size': self.tile, 'overlap': self.overlap},
             'score_threshold': self.score_threshold,
+            'max_objects': self.max_objects,
+            'model': {'patch_size': self.patch_size},
         }
 
 

@@ -38,6 +38,7 @@ __all__ = (
     'axis_profile',
     'blend_weights',
     'cell_tiles',
+    'tile_candidates',
     'window_starts',
 )
 
@@ -66,6 +67,45 @@ def window_starts(length: int, size: int, overlap: int) -> list[int]:
     starts = list(range(0, length - size, size - overlap))
     starts.append(length - size)
     return starts
+
+
+def tile_candidates(
+    tile: int, patch: int, overlap: int, height: int, width: int, max_tokens: int
+) -> list[int]:
+    """Window sizes worth trying for a model that takes any multiple of *patch*.
+
+    Multiples of the training *tile* (1, 2, 3, 4, 6, 8 times; each rounded up to
+    the patch grid) up to the largest size: *max_tokens* patches per window, or
+    the scene's shorter side rounded down to the patch grid, whichever is
+    smaller; the largest size is a candidate itself. Windows so stay inside the
+    scene, as training tiles do: none is padded (padding is not what a
+    convolution's zero padding at the scene edge computes).
+
+    Args:
+        tile: training tile side in pixels.
+        patch: the model's patch size in pixels.
+        overlap: overlap of neighbouring windows (a window must exceed it).
+        height: scene rows.
+        width: scene columns.
+        max_tokens: most patches per window.
+
+    Returns:
+        increasing sizes, the first one *tile*.
+
+    .. versionadded:: 0.1
+    """
+    largest = math.isqrt(max_tokens) * patch
+    scene = min(height, width) // patch * patch
+    sizes = [tile]
+    for factor in (2, 3, 4, 6, 8):
+        size = -(-factor * tile // patch) * patch
+        if size > min(largest, scene):
+            break
+        sizes.append(size)
+    last = min(largest, scene)
+    if last > max(sizes[-1], overlap):
+        sizes.append(last)
+    return sizes
 
 
 class Tile(NamedTuple):

@@ -27,7 +27,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from rasterio.crs import CRS
 
 from ..data.groups import layout_name
-from ..data.labels import LabelledData, open_labelled
+from ..data.labels import LabelledData, SceneDataset, VectorLabels, open_labelled
 from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError, ConfigError, RunDirError
@@ -482,6 +482,22 @@ def _validation_history(path: Path, name: str) -> list[tuple[int, float]]:
     return history
 
 
+def _max_objects(data: LabelledData, size: int) -> int | None:
+    """Most objects in one training tile of detection vector labels, else None.
+
+    Prediction sizes the detector's proposals and detections per window from it
+    (:func:`dspt_geo.predict.detections.detection_limits`).
+    """
+    train = data.train
+    if data.task != 'detect' or not isinstance(train, SceneDataset):
+        return None
+    labels = train.labels
+    if not isinstance(labels, VectorLabels):
+        return None
+    xres, yres = train.images.res
+    return labels.most_in_window(size * xres, size * yres)
+
+
 def _metadata(
     config: FinetuneConfig,
     data: LabelledData,
@@ -512,6 +528,7 @@ def _metadata(
         'sensor': _sensor(data, statistics),
         'tile': {'size': config.image_size, 'overlap': config.tile_overlap},
         'score_threshold': config.score_threshold,
+        'max_objects': _max_objects(data, config.image_size),
         'model_config': model_config,
         'class_table': table.to_dict(),
         'model': {

@@ -1,11 +1,14 @@
 """``dspt-geo predict`` through the CLI, on models that ``dspt-geo finetune`` trained."""
 
+import math
 import zipfile
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+
+from dspt_geo.models.model_file import read_metadata
 
 from .conftest import assert_user_error, dspt_geo
 
@@ -113,3 +116,56 @@ def test_bad_requests_are_one_clear_error(labelled, trained, tmp_path, case, fra
     assert_user_error(result, fragment)
     if case == 'exists':
         assert (tmp_path / 'x.tif').read_bytes() == b'previous'
+
+
+def _boxes(path):
+    frame = gpd.read_file(path, layer='detections')
+    return frame.geometry.values
+
+
+def _matched(found, reference, iou=0.7):
+    """Share of *reference* boxes that a box of *found* overlaps by *iou*."""
+    if len(reference) == 0:
+        return 1.0
+    hits = 0
+    for box in reference:
+        overlaps = [box.intersection(f).area / box.union(f).area for f in found]
+        hits += max(overlaps, default=0.0) >= iou
+    return hits / len(reference)
+
+
+def test_detection_work_follows_the_training_labels_and_tile_auto(
+    labelled, trained, tmp_path
+):
+    model = trained('detect') / 'model.safetensors'
+    scene = _scene(labelled, 'detect')
+    metadata = read_metadata(model)
+    # Squares of 12 px or more, 3 px apart: one per 15 x 15 px at most.
+    assert 1 <= metadata['max_objects'] <= math.ceil(64 / 15) ** 2
+
+    outputs = {}
+    for name, options in {
+        'sized': [],
+        'model limits': ['--max-objects', '100000'],
+        'auto': ['--tile', 'auto'],
+    }.items():
+        outputs[name] = tmp_path / f'{name}.gpkg'
+        result = dspt_geo(
+            'predict', scene, '--model', model, '--out', outputs[name],
+            '--no-progress', *options,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+
+    sized, full, auto = (_boxes(outputs[n]) for n in ('sized', 'model limits', 'auto'))
+    assert len(full) > 0
+    assert _matched(sized, full) >= 0.9, 'fewer proposals find the same objects'
+    assert _matched(auto, full) >= 0.8, 'larger windows find the same objects'
+
+
+def test_tile_must_be_a_size_or_auto(labelled, trained):
+    result = dspt_geo(
+        'predict', _scene(labelled, 'detect'), '--model',
+        trained('detect') / 'model.safetensors', '--tile', 'big',
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert '--tile' in result.output and 'auto' in result.output

@@ -369,3 +369,25 @@ def test_config_needs_an_encoder_spec(make_mae: Any) -> None:
     encoder = SensorEncoder.from_mae(make_mae({'opt': 3}), 'opt')
     with pytest.raises(ValueError, match='no spec'):
         build_task_model('classify', encoder, 2).config()
+
+
+def test_detection_inference_limits_cap_and_restore_the_model_settings() -> None:
+    model = make_model('detect', score_thresh=0.0).eval()
+    seen: list[int] = []
+    model.roi_heads.box_head.register_forward_hook(
+        lambda module, args, out: seen.append(int(args[0].shape[0]))
+    )
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    with torch.no_grad(), model.inference_limits(proposals=12, detections=3):
+        limited = model(images)
+    with torch.no_grad(), model.inference_limits(10_000, 10_000):
+        model(images)  # more than the model's own: capped at them
+    with torch.no_grad():
+        model(images)
+
+    assert seen[0] <= 2 * 12, 'at most 12 proposals per image reach the box head'
+    assert seen[1] == seen[2] > 2 * 12, 'the model settings cap larger limits'
+    assert all(len(result['boxes']) <= 3 for result in limited)
+    assert model.rpn._post_nms_top_n['testing'] == 100
+    assert model.roi_heads.detections_per_img == 100

@@ -1,5 +1,7 @@
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import torch
 
 from dspt_geo.errors import CheckpointError, ConfigError
 from dspt_geo.predict import PredictionSpec, merge_boxes, predict_scene
-from dspt_geo.predict.detections import DetectionAccumulator
+from dspt_geo.predict.detections import DetectionAccumulator, detection_limits
 from dspt_geo.predict.tiling import TileGrid
 
 from .conftest import BlobDetector
@@ -244,3 +246,66 @@ def test_truncation_is_flagged_only_at_shared_window_edges() -> None:
     assert found.truncated[0].tolist() == [True]
     assert found.truncated[1].tolist() == [True]  # its left edge is shared
     np.testing.assert_array_equal(found.boxes[1], [[36.0, 0.0, 100.0, 20.0]])
+
+
+class LimitedBlobDetector(BlobDetector):
+    """:class:`BlobDetector` that records the limits predict sets, and obeys them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[tuple[int, int]] = []
+        self.detections = 100
+
+    @contextmanager
+    def inference_limits(self, proposals: int, detections: int) -> Iterator[None]:
+        self.limits.append((proposals, detections))
+        self.detections = detections
+        try:
+            yield
+        finally:
+            self.detections = 100
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        found = super().forward(x)
+        return [{k: v[: self.detections] for k, v in r.items()} for r in found]
+
+
+def test_detection_limits_follow_the_window_area_and_the_labels() -> None:
+    assert detection_limits(64, 64, 3) == (3, 140, 14)
+    assert detection_limits(128, 64, 3) == (12, 320, 32), '4x the area, 4x objects'
+    assert detection_limits(64, 64, 0) == (0, 80, 8)
+    assert detection_limits(64, 64, None) == (16, 400, 40), 'one per 16 x 16 px'
+    with pytest.raises(ValueError, match='max_objects'):
+        detection_limits(64, 64, -1)
+
+
+def test_detector_work_is_sized_to_the_window(
+    blob_scene: Path, metadata: dict[str, Any], tmp_path: Path
+) -> None:
+    metadata.update(
+        task='detect',
+        classes=[{'name': 'boat'}, {'name': 'ship'}],
+        tile={'size': 64, 'overlap': 32},
+        max_objects=1,
+    )
+    spec = PredictionSpec.from_metadata(metadata)
+    model = LimitedBlobDetector()
+
+    stored = predict_scene(blob_scene, model, spec, tmp_path / 'a.gpkg', progress=False)
+    given = predict_scene(
+        blob_scene, model, spec, tmp_path / 'b.gpkg', tile=96, max_objects=0,
+        progress=False,
+    )  # fmt: skip
+    unknown = predict_scene(
+        blob_scene, model, replace(spec, max_objects=None), tmp_path / 'c.gpkg',
+        progress=False,
+    )  # fmt: skip
+
+    assert model.limits == [(100, 10), (80, 8), (400, 40)]
+    assert stored.detections == given.detections == unknown.detections == len(OBJECTS)
+    assert model.detections == 100, 'the model gets its own limits back'
+    with pytest.raises(ConfigError, match='max_objects'):
+        predict_scene(
+            blob_scene, model, spec, tmp_path / 'd.gpkg', max_objects=-1,
+            progress=False,
+        )  # fmt: skip

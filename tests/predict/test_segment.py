@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -378,3 +379,48 @@ predict_scene({str(scene)!r}, Killer(), spec, {str(out)!r}, tile=64, overlap=16,
     assert done.returncode == -signal.SIGKILL
     assert not out.exists()
     assert all(name.startswith('.') for name in os.listdir(out.parent))
+
+
+class SlowConvNet(ConvNet):
+    """:class:`ConvNet` that takes 50 ms per window on top of its work."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.05 * len(x))
+        return super().forward(x)
+
+
+def test_tile_auto_equals_the_default_tiling(
+    raster_writer: Callable[..., Path],
+    rgb_scene: Callable[[int, int], np.ndarray],
+    metadata: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    scene = raster_writer(
+        'scene.tif',
+        rgb_scene(150, 400),
+        nodata=0,
+        descriptions=['red', 'green', 'blue'],
+    )
+    fixed = PredictionSpec.from_metadata(metadata)
+    metadata['model'] = {'patch_size': 8}  # the model takes any multiple of 8 px
+    sized = PredictionSpec.from_metadata(metadata)
+    model = SlowConvNet()  # each window costs 50 ms: the fewest windows win
+
+    default = predict_scene(scene, model, sized, tmp_path / 'a.tif', progress=False)
+    auto = predict_scene(
+        scene, model, sized, tmp_path / 'b.tif', tile='auto', progress=False
+    )
+    kept = predict_scene(
+        scene, model, fixed, tmp_path / 'c.tif', tile='auto', progress=False
+    )
+
+    assert default.tile == kept.tile == 64, 'no patch size: the training tile only'
+    # Candidates 64, 128 and 144 (the scene's side on the patch grid) need 24, 8
+    # and 6 windows.
+    assert auto.tile == 144
+    with rasterio.open(default.output) as a, rasterio.open(auto.output) as b:
+        first, second = a.read(1), b.read(1)
+    _, gap, _ = whole_image_classes(model, scene, sized)
+    differs = first != second
+    assert not differs.any() or gap[differs].max() < 1e-4, 'only float ties may differ'
+    assert auto.valid_pixels == default.valid_pixels

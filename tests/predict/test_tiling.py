@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from dspt_geo.predict import StripAccumulator, TileGrid, blend_weights, window_starts
-from dspt_geo.predict.tiling import FinishedRows, axis_profile, cell_tiles
+from dspt_geo.predict.tiling import (
+    FinishedRows,
+    axis_profile,
+    cell_tiles,
+    tile_candidates,
+)
 
 from .conftest import ConvNet
 
@@ -162,3 +167,24 @@ def test_cell_tiles_cover_cells_with_windows_inside_the_scene() -> None:
     assert all(t.height == 32 and t.width == 32 for t in tiles)
     (lone,) = cell_tiles(height=10, width=20, size=32)
     assert (lone.row, lone.col, lone.height, lone.width) == (0, 0, 10, 20)
+
+
+@pytest.mark.parametrize(
+    ('tile', 'patch', 'height', 'width', 'max_tokens', 'expected'),
+    [
+        (64, 16, 900, 900, 1024, [64, 128, 192, 256, 384, 512]),
+        (64, 16, 300, 200, 1024, [64, 128, 192]),  # windows fit in the scene
+        (64, 16, 100, 100, 1024, [64, 96]),  # 2 x 64 > the scene: its side
+        (48, 16, 900, 900, 256, [48, 96, 144, 192, 256]),  # 16 x 16 patches at most
+        (40, 8, 1000, 1000, 64, [40, 64]),  # the largest size is a candidate
+        (64, 16, 50, 60, 1024, [64]),
+    ],
+)
+def test_tile_candidates_stay_on_the_patch_grid_and_inside_the_scene(
+    tile: int, patch: int, height: int, width: int, max_tokens: int, expected: list[int]
+) -> None:
+    sizes = tile_candidates(tile, patch, 16, height, width, max_tokens)
+
+    assert sizes == expected
+    assert all(s % patch == 0 for s in sizes[1:])
+    assert sizes == sorted(set(sizes))

@@ -2,13 +2,16 @@ import json
 
 import numpy as np
 import pytest
+import shapely
 import torch
+from rasterio.crs import CRS
 from torch.utils.data import DataLoader
 
 from dspt_geo.data.labels import (
     ChipDetectionDataset,
     LabelError,
     RandomSplit,
+    VectorLabels,
     collate_labelled,
     open_labelled,
 )
@@ -156,3 +159,24 @@ def test_points_cannot_be_boxes(raster_writer, vector_writer, geo):
     points = vector_writer('lab/p.gpkg', [geo.pixel_box(1, 1, 2, 2).centroid])
     with pytest.raises(LabelError, match='points, which have no box'):
         open_labelled('detect', image, points, split=None)
+
+
+def test_most_objects_in_one_window_of_vector_labels():
+    rng = np.random.default_rng(0)
+    # 5 small squares crowded in one 10 x 10 corner, 20 spread over 1000 x 1000.
+    crowd = rng.uniform(0, 8, (5, 2))
+    spread = rng.uniform(0, 1000, (20, 2)) + np.array([0, 100])
+    centres = np.concatenate([crowd, spread])
+    squares = [shapely.box(x, y, x + 1, y + 1) for x, y in centres]
+    labels = VectorLabels(squares, np.zeros(len(squares)), CRS.from_epsg(32633))
+
+    brute = max(
+        sum(x0 <= x + 0.5 < x0 + 20 and y0 <= y + 0.5 < y0 + 20 for x, y in centres)
+        for x0 in np.arange(-20, 1000, 2.0)
+        for y0 in np.arange(-20, 1110, 2.0)
+    )
+    most = labels.most_in_window(20, 20)
+
+    assert 5 <= most <= brute, 'the crowd counts; never more than any window holds'
+    assert labels.most_in_window(2000, 2000) == 25
+    assert VectorLabels([], [], CRS.from_epsg(32633)).most_in_window(5, 5) == 0

@@ -1,0 +1,270 @@
+"""The window size of ``tile='auto'``, and a detector's work sized to the window.
+
+Windows of the training tile's size overlap their neighbours by ``overlap`` pixels
+on every side, so a scene costs ``(size / (size - overlap))**2`` times its area
+in model work (1.8x for 64 px windows overlapping by 16). A model that takes any
+multiple of its patch size (``spec.patch_size``: a ViT whose position embeddings
+are computed for the input size) can run larger windows, which waste less.
+Whether that is faster, and whether it gives the same result (global attention
+sees more context than in training), depends on the model and the machine, so
+:func:`choose_tile` measures both on the scene itself:
+
+- candidates are multiples of the training tile, from small to large, up to
+  :data:`AUTO_MAX_TOKENS` patches and the scene's shorter side
+  (:func:`~dspt_geo.predict.tiling.tile_candidates`);
+- each runs once on a real window of the scene (its centre) and its time per
+  window, times the windows it needs for the scene, estimates the scene's time;
+- a candidate larger than the training tile is accepted only when its output on
+  that window agrees with the training tile's blended tiling of the same window
+  by at least :data:`AUTO_AGREEMENT` (pixel classes for segmentation; for
+  detection, boxes matched at IoU 0.5 with the same label over the boxes of
+  either);
+- the search stops at the first candidate that is slower than the best so far or
+  disagrees; the best wins. It costs about two windows of each size tried.
+"""
+
+import contextlib
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import shapely
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.transforms import normalise
+from .detections import DetectionAccumulator, detection_limits
+from .scene import SceneReader
+from .spec import PredictionSpec
+from .tiling import Tile, TileGrid, blend_weights, tile_candidates
+
+__all__ = ('AUTO_AGREEMENT', 'AUTO_MAX_TOKENS', 'choose_tile', 'sized_to_window')
+
+logger = logging.getLogger(__name__)
+
+#: Largest window ``tile='auto'`` tries, in patches (32 x 32): global attention
+#: grows with the square of the patches, and its memory with the batch.
+AUTO_MAX_TOKENS = 1024
+
+#: Least agreement of a larger window with the training tile's tiling.
+AUTO_AGREEMENT = 0.99
+
+#: Windows per model call when the probe runs the training tile's tiling.
+_PROBE_BATCH = 8
+
+
+def sized_to_window(
+    model: nn.Module,
+    spec: PredictionSpec,
+    size: int,
+    max_objects: int | None = None,
+    *,
+    log: bool = False,
+) -> contextlib.AbstractContextManager[Any]:
+    """Limit a detector's proposals and detections to windows of *size* pixels.
+
+    Uses the model's ``inference_limits`` (a
+    :class:`~dspt_geo.models.DetectionModel` has it) with
+    :func:`~dspt_geo.predict.detections.detection_limits`; other tasks and models
+    without it are left as they are.
+
+    Args:
+        model: the model.
+        spec: its prediction spec.
+        size: window side in pixels.
+        max_objects: most objects in a training tile (default: the spec's).
+        log: log the limits.
+
+    Returns:
+        a context manager that holds the limits.
+
+    .. versionadded:: 0.1
+    """
+    limit = getattr(model, 'inference_limits', None)
+    if spec.task != 'detect' or limit is None:
+        return contextlib.nullcontext()
+    limits = detection_limits(
+        size, spec.tile, spec.max_objects if max_objects is None else max_objects
+    )
+    if log:
+        logger.info(
+            'windows of %d px: up to %d objects, %d proposals, %d detections each',
+            size, *limits,
+        )  # fmt: skip
+    manager: contextlib.AbstractContextManager[Any] = limit(
+        limits.proposals, limits.detections
+    )
+    return manager
+
+
+def choose_tile(
+    model: nn.Module,
+    spec: PredictionSpec,
+    reader: SceneReader,
+    overlap: int,
+    device: torch.device,
+    max_objects: int | None = None,
+) -> int:
+    """The window size of ``tile='auto'`` (see the module docstring).
+
+    Models that do not take other window sizes (``spec.patch_size`` is None) and
+    classification (a class per tile) keep the training tile.
+
+    Args:
+        model: the model, in eval mode on *device*.
+        spec: its prediction spec.
+        reader: the scene.
+        overlap: overlap of neighbouring windows in pixels.
+        device: where the model runs.
+        max_objects: as :func:`~dspt_geo.predict.run.predict_scene`'s.
+
+    Returns:
+        the window side in pixels.
+
+    .. versionadded:: 0.1
+    """
+    if spec.patch_size is None or spec.task == 'classify':
+        logger.info('tile auto: the model takes %d px windows only', spec.tile)
+        return spec.tile
+    candidates = tile_candidates(
+        spec.tile, spec.patch_size, overlap, reader.height, reader.width,
+        AUTO_MAX_TOKENS,
+    )  # fmt: skip
+    best, best_seconds = spec.tile, math.inf
+    for i, size in enumerate(candidates):
+        image, valid = _centre_window(reader, spec, size, device)
+        for _ in range(2 if i == 0 else 1):  # the first call warms up
+            start = time.perf_counter()
+            output = _run(model, spec, image, max_objects)
+            seconds = time.perf_counter() - start
+        windows = len(TileGrid(reader.height, reader.width, size, overlap))
+        agreement = (
+            1.0
+            if size == spec.tile
+            else _agreement(model, spec, image, valid, output, overlap, max_objects)
+        )
+        logger.info(
+            'tile auto: %d px, %d windows, about %.1f s, %.1f %% agreement',
+            size, windows, seconds * windows, 100 * agreement,
+        )  # fmt: skip
+        if seconds * windows >= best_seconds or agreement < AUTO_AGREEMENT:
+            break
+        best, best_seconds = size, seconds * windows
+    logger.info('tile auto: %d px windows', best)
+    return best
+
+
+def _centre_window(
+    reader: SceneReader, spec: PredictionSpec, size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The normalised window of *size* at the scene's centre, and its valid mask."""
+    row = max(0, (reader.height - size) // 2)
+    col = max(0, (reader.width - size) // 2)
+    height, width = min(size, reader.height), min(size, reader.width)
+    tile = Tile(0, row, col, height, width, True, True, True, True)
+    image, valid = reader.read(tile, size)
+    images, masks = torch.from_numpy(image)[None], torch.from_numpy(valid)[None]
+    return normalise(images, masks, spec.statistics).to(device), masks[0]
+
+
+def _run(
+    model: nn.Module, spec: PredictionSpec, images: Tensor, max_objects: int | None
+) -> Any:
+    """The model's output for *images*, as predict runs it."""
+    autocast = (
+        torch.autocast('cuda', dtype=torch.bfloat16)
+        if images.device.type == 'cuda'
+        else contextlib.nullcontext()
+    )
+    size = images.shape[-1]
+    with (
+        torch.inference_mode(),
+        autocast,
+        sized_to_window(model, spec, size, max_objects),
+    ):
+        output = model(images)
+    if images.device.type == 'cuda':
+        torch.cuda.synchronize(images.device)
+    return output
+
+
+def _agreement(
+    model: nn.Module,
+    spec: PredictionSpec,
+    image: Tensor,
+    valid: Tensor,
+    output: Any,
+    overlap: int,
+    max_objects: int | None,
+) -> float:
+    """Agreement of *output* (one large window) with the tiling of that window."""
+    size, tile = image.shape[-1], spec.tile
+    grid = list(TileGrid(size, size, tile, overlap))
+    windows = torch.stack(
+        [image[0, :, t.row : t.row + tile, t.col : t.col + tile] for t in grid]
+    )
+    outputs: list[Any] = []
+    for first in range(0, len(grid), _PROBE_BATCH):
+        outputs.extend(
+            _run(model, spec, windows[first : first + _PROBE_BATCH], max_objects)
+        )
+    if spec.task == 'segment':
+        sums = torch.zeros(spec.num_classes, size, size, device=image.device)
+        for t, logits in zip(grid, outputs, strict=True):
+            logits = F.interpolate(
+                logits[None].float(), size=(tile, tile), mode='bilinear'
+            )[0]
+            weight = torch.from_numpy(blend_weights(tile, overlap, t)).to(sums)
+            rows, cols = slice(t.row, t.row + tile), slice(t.col, t.col + tile)
+            sums[:, rows, cols] += logits * weight
+        large = F.interpolate(output.float(), size=(size, size), mode='bilinear')[0]
+        same = large.argmax(dim=0).cpu() == sums.argmax(dim=0).cpu()
+        return float(same[valid].float().mean()) if valid.any() else 1.0
+    found = DetectionAccumulator(spec.score_threshold)
+    masks = valid.numpy()
+    for t, result in zip(grid, outputs, strict=True):
+        found.add(
+            t,
+            result['boxes'].float().cpu().numpy(),
+            result['labels'].cpu().numpy(),
+            result['scores'].float().cpu().numpy(),
+            masks[t.row : t.row + tile, t.col : t.col + tile],
+        )
+    tiled = found.merged()
+    whole = DetectionAccumulator(spec.score_threshold)
+    (result,) = output
+    whole.add(
+        Tile(0, 0, 0, size, size, True, True, True, True),
+        result['boxes'].float().cpu().numpy(),
+        result['labels'].cpu().numpy(),
+        result['scores'].float().cpu().numpy(),
+        masks,
+    )
+    return _box_agreement(tiled[:2], whole.merged()[:2])
+
+
+def _box_agreement(
+    first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]
+) -> float:
+    """Boxes matched (IoU >= 0.5, same label) over the boxes of either (1 if none)."""
+    (boxes_a, labels_a), (boxes_b, labels_b) = first, second
+    total = len(boxes_a) + len(boxes_b)
+    if total == 0:
+        return 1.0
+    a, b = shapely.box(*boxes_a.T), shapely.box(*boxes_b.T)
+    matched = 0
+    taken = np.zeros(len(b), dtype=bool)
+    for box, label in zip(a, labels_a, strict=True):
+        if not len(b):
+            break
+        inter = shapely.area(shapely.intersection(box, b))
+        iou = inter / (shapely.area(box) + shapely.area(b) - inter)
+        iou[(labels_b != label) | taken] = 0
+        j = int(iou.argmax())
+        if iou[j] >= 0.5:
+            taken[j] = True
+            matched += 1
+    return 2 * matched / total
