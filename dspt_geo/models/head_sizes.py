@@ -11,15 +11,16 @@ spend about ``k C^2`` multiply-adds per token for C channels, k about 500-700
 (UperNet's fusion and FPN convolutions; ViTDet's pyramid and the RPN's two
 convolutions); the encoder spends about ``12 depth D^2``. The rule::
 
-    channels = D * sqrt(depth / 128), a multiple of 8, between 32 and the cap
+    channels = D * sqrt(depth / 192), a multiple of 8, between 32 and the cap
 
-keeps the dense head near 40 % of the encoder's multiply-adds, leaving room for
-what does not scale with C (BEiT's rescaling neck at the encoder's width, RoIAlign,
-the losses): the whole step then costs at most twice the encoder's (measured in
-``benchmarks/finetune.py``; equal costs, ``depth / 48``, gave 0.3-0.45 of the
-encoder's speed on a tiny ViT). The cap is 512 for UperNet and 256 for the
-detector's pyramid (ViTDet's width for ViT-B). ViT-B/16 (768, 12 blocks): 232;
-ViT-L (1024, 24): 440 and 256; a tiny ViT (192, 6 blocks): 40.
+keeps the dense head near a quarter of the encoder's multiply-adds, leaving room
+for what does not scale with C (BEiT's rescaling neck at the encoder's width,
+RoIAlign, the losses), so that the whole training step costs at most twice the
+encoder's own (``benchmarks/finetune.py``, BENCHMARKS.md: equal costs,
+``depth / 48``, ran at 0.3-0.45 of the encoder's speed on a tiny ViT at 64 px,
+``depth / 128`` at 0.43-0.48). The cap is 512 for UperNet and 256 for the
+detector's pyramid (ViTDet's width for ViT-B). ViT-B/16 (768, 12 blocks): 192;
+ViT-L (1024, 24): 360 and 256; a tiny ViT (192, 6 blocks): 32.
 
 Box head. Fast R-CNN's two shared fully connected layers (``2fc``, torchvision's
 ``TwoMLPHead``, Detectron2's ``FastRCNNConvFCHead`` with ``NUM_FC=2``), of width 4
@@ -61,7 +62,7 @@ __all__ = (
 summary = logging.getLogger(SUMMARY_LOGGER)
 
 #: Encoder depth at which the head is as wide as the encoder (see above).
-_DEPTH_PER_WIDTH = 128
+_DEPTH_PER_WIDTH = 192
 
 #: Channels are a multiple of this, and at least the least.
 _CHANNEL_STEP = 8
@@ -90,7 +91,7 @@ def head_channels(embed_dim: int, depth: int, cap: int) -> int:
         cap: The most channels (512 for UperNet, 256 for the detector's pyramid).
 
     Returns:
-        ``D * sqrt(depth / 128)``, rounded to a multiple of 8, in ``[32, cap]``.
+        ``D * sqrt(depth / 192)``, rounded to a multiple of 8, in ``[32, cap]``.
     """
     width = embed_dim * math.sqrt(depth / _DEPTH_PER_WIDTH)
     rounded = round(width / _CHANNEL_STEP) * _CHANNEL_STEP

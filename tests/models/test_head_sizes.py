@@ -10,9 +10,9 @@ from dspt_geo.models.head_sizes import (
 @pytest.mark.parametrize(
     ('embed_dim', 'depth', 'cap', 'channels'),
     [
-        (192, 6, 512, 40),  # the README's CPU encoder
-        (768, 12, 512, 232),  # ViT-B
-        (1024, 24, 512, 440),  # ViT-L
+        (192, 6, 512, 32),  # the README's CPU encoder
+        (768, 12, 512, 192),  # ViT-B
+        (1024, 24, 512, 360),  # ViT-L
         (1024, 24, 256, 256),  # ViT-L's detection pyramid, capped as ViTDet's
         (32, 2, 512, 32),  # never under 32
     ],
@@ -31,6 +31,7 @@ def test_head_width_grows_with_width_and_depth():
 
 def test_box_head_width():
     assert box_representation_size(40) == 160
+    assert box_representation_size(32) == 128
     assert box_representation_size(256) == 1024  # the reference's
     assert box_representation_size(512) == 1024
 

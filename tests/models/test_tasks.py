@@ -257,8 +257,8 @@ def test_detection_with_vitdet_box_head_on_request() -> None:
 
 
 def test_default_heads_follow_the_encoder_and_tile() -> None:
-    wide = make_encoder(model_args={'depth': 6, 'embed_dim': 192, 'num_heads': 3})
-    for encoder, width in ((make_encoder(), 32), (wide, 40)):
+    wide = make_encoder(model_args={'depth': 6, 'embed_dim': 384, 'num_heads': 6})
+    for encoder, width in ((make_encoder(), 32), (wide, 64)):
         segment = build_task_model('segment', encoder, 3)
         detect = build_task_model('detect', encoder, 2)
 
