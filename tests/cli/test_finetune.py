@@ -165,7 +165,8 @@ def test_head_sizes_are_logged_and_stored(
 
     result = cli_run(
         'finetune', task, *tiny.data(labelled, task), '--out', run, *tiny.vit,
-        '--image-size', 32, '--steps', 1, '--batch-size', 4, '--split', 'none',
+        *tiny.heads[task], '--image-size', 32, '--steps', 1, '--batch-size', 4,
+        '--split', 'none',
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
