@@ -106,7 +106,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     multiple=True,
     callback=key_values,
     metavar='KEY=VALUE',
-    help='Task model argument, repeatable: pool=cls (classify); channels=256 (segment); out_channels, representation_size, box_head=2fc, detector_args={...} (detect).',
+    help='Task model argument, repeatable: pool=cls (classify); channels=64 (segment); out_channels, representation_size, box_head=4conv1fc, detector_args={...} (detect). Default head sizes follow the encoder and the tile and are logged.',
 )
 @click.option(
     '--batch-size',

@@ -44,6 +44,7 @@ from torchvision.ops.poolers import initLevelMapper
 
 from ..errors import CheckpointError
 from .encoder import EncoderSpec, SensorEncoder
+from .head_sizes import box_representation_size, detection_sampling, head_channels
 from .heads import PYRAMID_SCALES, BlockPyramid, SimpleFeaturePyramid, UperNetHead
 
 __all__ = (
@@ -303,7 +304,7 @@ class SegmentationModel(nn.Module):
         num_classes: int,
         *,
         out_indices: Sequence[int] | None = None,
-        channels: int = 512,
+        channels: int | None = None,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
         dropout: float = 0.1,
     ) -> None:
@@ -314,16 +315,23 @@ class SegmentationModel(nn.Module):
             num_classes: Number of classes.
             out_indices: Four zero-based blocks that feed the pyramid, shallowest
                 first; :func:`default_out_indices` when None.
-            channels: Width of the UperNet decoder.
+            channels: Width of the UperNet decoder; None: from the encoder's
+                width and depth, at most 512
+                (:func:`~dspt_geo.models.head_sizes.head_channels`).
             pool_scales: Output sizes of UperNet's pyramid pooling.
             dropout: Dropout rate before the classifier.
 
         Raises:
             ValueError: If an option is invalid.
+
+        .. versionchanged:: 0.1
+           *channels* defaults to a width that follows the encoder (was 512).
         """
         super().__init__()
         _check_num_classes(num_classes)
         depth = encoder.num_layers
+        if channels is None:
+            channels = head_channels(encoder.embed_dim, depth, cap=512)
         indices = (
             default_out_indices(depth)
             if out_indices is None
@@ -487,9 +495,10 @@ class DetectionModel(FasterRCNN):  # type: ignore[misc]  # torchvision is untype
     Faster R-CNN (Ren et al., NeurIPS 2015, https://arxiv.org/abs/1506.01497): the
     backbone is :class:`ViTDetBackbone` (P2-P6), the RPN has two 3x3 convolutions
     and one anchor size per level (8 times its stride unless given) at three aspect
-    ratios, RoIAlign pools 7x7 from P2-P5, and the box head is ViTDet's four
-    convolutions with LayerNorm and one fully connected layer (``'4conv1fc'``) or
-    torchvision's two fully connected layers (``'2fc'``).
+    ratios, RoIAlign pools 7x7 from P2-P5, and the box head is Fast R-CNN's two
+    shared fully connected layers (``'2fc'``) or ViTDet's four convolutions with
+    LayerNorm and one fully connected layer (``'4conv1fc'``). Widths and training-time
+    sampling follow the encoder and the tile (:mod:`~dspt_geo.models.head_sizes`).
 
     Classes: *num_classes* object classes, labelled ``1 .. num_classes`` in the
     targets and in the detections; label 0 is torchvision's background, so class
@@ -512,11 +521,11 @@ class DetectionModel(FasterRCNN):  # type: ignore[misc]  # torchvision is untype
         encoder: SensorEncoder,
         num_classes: int,
         *,
-        out_channels: int = 256,
+        out_channels: int | None = None,
         anchor_sizes: Sequence[float] | None = None,
         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        box_head: Literal['4conv1fc', '2fc'] = '4conv1fc',
-        representation_size: int = 1024,
+        box_head: Literal['4conv1fc', '2fc'] = '2fc',
+        representation_size: int | None = None,
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_image: int = 100,
@@ -527,25 +536,42 @@ class DetectionModel(FasterRCNN):  # type: ignore[misc]  # torchvision is untype
         Args:
             encoder: The encoder, with its weights.
             num_classes: Number of object classes, without the background.
-            out_channels: Channels of the feature pyramid.
+            out_channels: Channels of the feature pyramid; None: from the
+                encoder's width and depth, at most 256
+                (:func:`~dspt_geo.models.head_sizes.head_channels`).
             anchor_sizes: Anchor side in pixels for each of P2-P6; 8 times the level
                 stride when None (32 to 512 for 16-pixel patches).
             aspect_ratios: Anchor aspect ratios (height / width), at every level.
-            box_head: ``'4conv1fc'`` (ViTDet) or ``'2fc'`` (torchvision's FPN head).
-            representation_size: Width of the box head's fully connected layers.
+            box_head: ``'2fc'`` (Fast R-CNN's two shared fully connected layers)
+                or ``'4conv1fc'`` (ViTDet's, several times the cost on small tiles).
+            representation_size: Width of the box head's fully connected layers;
+                None: 4 per pyramid channel, at most 1024.
             score_thresh: Least score of a detection in eval mode.
             nms_thresh: IoU above which non-maximum suppression drops a detection.
             detections_per_image: Most detections per image.
             detector_args: Further torchvision ``FasterRCNN`` arguments for the RPN
                 and box sampling (``rpn_*``, ``box_*_iou_thresh``,
                 ``box_batch_size_per_image``, ``box_positive_fraction``,
-                ``bbox_reg_weights``), JSON values.
+                ``bbox_reg_weights``), JSON values; the training-time sampling
+                not given follows the tile
+                (:func:`~dspt_geo.models.head_sizes.detection_sampling`).
 
         Raises:
             ValueError: If an option is invalid.
+
+        .. versionchanged:: 0.1
+           *out_channels* and *representation_size* default to widths that follow
+           the encoder (were 256 and 1024), *box_head* to ``'2fc'``, the sampled
+           RoIs, anchors and proposals of training to the tile (were 512, 256,
+           2000).
         """
         _check_num_classes(num_classes)
-        args = dict(detector_args or {})
+        if out_channels is None:
+            out_channels = head_channels(encoder.embed_dim, encoder.num_layers, cap=256)
+        if representation_size is None:
+            representation_size = box_representation_size(out_channels)
+        size = encoder.spec.image_size if encoder.spec is not None else 224
+        args = {**detection_sampling(size, 0), **dict(detector_args or {})}
         unknown = sorted(set(args) - _DETECTOR_ARGS)
         if unknown:
             raise ValueError(
@@ -595,7 +621,6 @@ class DetectionModel(FasterRCNN):  # type: ignore[misc]  # torchvision is untype
             box_detections_per_img=detections_per_image,
             **args,
         )
-        size = encoder.spec.image_size if encoder.spec is not None else 224
         self.transform = _TileTransform(
             min_size=size,
             max_size=size,

@@ -32,11 +32,16 @@ from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model_file
+from ..models.head_sizes import detection_sampling, log_head_sizes
 from ..models.model_file import read_metadata
 from .callbacks import MetricsCSV
 from .config import FinetuneConfig, parse_split
 from .finetune import FinetuneTask
-from .finetune_data import FinetuneDataModule, segmentation_class_weights
+from .finetune_data import (
+    FinetuneDataModule,
+    most_objects_per_tile,
+    segmentation_class_weights,
+)
 from .interrupt import stop_on_signals
 from .metrics import MONITORED
 from .optim import peak_lr
@@ -305,13 +310,21 @@ def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
             f'try --image-size {fitting}'
         )
         raise ConfigError(msg)
-    try:
-        return build_task_model(
-            config.task, encoder, data.num_classes, **config.head_args
+    head_args = dict(config.head_args)
+    if config.task == 'detect':
+        sampling = detection_sampling(
+            config.image_size, most_objects_per_tile(data.train, seed=config.seed)
         )
+        user = head_args.get('detector_args') or {}
+        if isinstance(user, dict):  # anything else is refused by the model
+            head_args['detector_args'] = {**sampling, **user}
+    try:
+        model = build_task_model(config.task, encoder, data.num_classes, **head_args)
     except ValueError as error:
         msg = f'--head-arg: {error}'
         raise ConfigError(msg) from error
+    log_head_sizes(model)
+    return model
 
 
 def _checkpoint_model_config(checkpoint: Path, data: LabelledData) -> dict[str, Any]:

@@ -32,19 +32,16 @@ TINY_VIT = [
     '--patch-size', '8', '--num-workers', '0', '--accelerator', 'cpu', '--log-every', '5',
 ]  # fmt: skip
 
-#: Heads narrowed to fit the tiny encoder (the defaults suit ViT-B).
+#: The default heads (they follow the encoder and the tile), with few proposals at
+#: test time for quick validation.
 TINY_HEADS = {
     'classify': [],
-    'segment': ['--head-arg', 'channels=32'],
+    'segment': [],
     'detect': [
-        '--head-arg', 'out_channels=32', '--head-arg', 'representation_size=128',
-        '--head-arg', 'box_head=2fc', '--head-arg', (
-            'detector_args={box_batch_size_per_image: 64, rpn_batch_size_per_image: 64, '
-            'rpn_pre_nms_top_n_train: 300, rpn_post_nms_top_n_train: 100, '
-            'rpn_pre_nms_top_n_test: 300, rpn_post_nms_top_n_test: 100}'
-        ),
+        '--head-arg',
+        'detector_args={rpn_pre_nms_top_n_test: 300, rpn_post_nms_top_n_test: 100}',
     ],
-}  # fmt: skip
+}
 
 #: The learnable runs: image size, length, batch, lr, validation interval.
 RUNS = {

@@ -151,6 +151,37 @@ def test_metrics_csv_rows_of_training_and_validation(trained):
     assert all(float(r['lr']) >= 0 for r in rows if r['loss'])
 
 
+@pytest.mark.parametrize(
+    ('task', 'head'),
+    [
+        ('segment', 'head: UperNet of 32 channels'),
+        ('detect', 'box head 2fc of width 128, 16 RoIs and 32 anchors sampled'),
+    ],
+)
+def test_head_sizes_are_logged_and_stored(
+    task, head, labelled, tiny, cli_run, tmp_path
+):
+    run = tmp_path / 'run'
+
+    result = cli_run(
+        'finetune', task, *tiny.data(labelled, task), '--out', run, *tiny.vit,
+        *tiny.heads[task], '--image-size', 32, '--steps', 1, '--batch-size', 4,
+        '--split', 'none',
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count('head: ') == 1  # at normal verbosity, once
+    assert head in result.stderr
+    _, metadata = load_model_file(run / 'model.safetensors')
+    options = metadata['model_config']['options']
+    if task == 'segment':
+        assert options['channels'] == 32
+    else:
+        assert options['out_channels'] == 32 and options['box_head'] == '2fc'
+        assert options['detector_args']['box_batch_size_per_image'] == 16
+        assert options['detector_args']['rpn_pre_nms_top_n_test'] == 300
+
+
 def test_resume_continues_a_finished_run_to_more_steps(
     labelled, tiny, cli_run, user_error, tmp_path
 ):

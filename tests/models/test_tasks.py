@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 
 from dspt_geo.errors import CheckpointError
 from dspt_geo.models import (
@@ -21,6 +22,7 @@ from dspt_geo.models import (
     load_model_file,
     save_model_file,
 )
+from dspt_geo.models.head_sizes import detection_sampling
 
 MODEL = 'vit_tiny_patch16_224'
 TINY = {
@@ -28,24 +30,11 @@ TINY = {
     'image_size': 32,
     'patch_size': 8,
 }
-#: Small heads, and few sampled anchors and proposals, for fast detection tests.
+#: The default heads (sized for the encoder and tile); few proposals at test time.
 DETECT = {
-    'out_channels': 16,
-    'representation_size': 32,
-    'detector_args': {
-        'rpn_batch_size_per_image': 64,
-        'box_batch_size_per_image': 64,
-        'rpn_pre_nms_top_n_train': 200,
-        'rpn_post_nms_top_n_train': 100,
-        'rpn_pre_nms_top_n_test': 200,
-        'rpn_post_nms_top_n_test': 100,
-    },
+    'detector_args': {'rpn_pre_nms_top_n_test': 200, 'rpn_post_nms_top_n_test': 100}
 }
-OPTIONS: dict[str, dict[str, Any]] = {
-    'classify': {},
-    'segment': {'channels': 16},
-    'detect': DETECT,
-}
+OPTIONS: dict[str, dict[str, Any]] = {'classify': {}, 'segment': {}, 'detect': DETECT}
 
 
 @pytest.fixture(autouse=True)
@@ -258,12 +247,53 @@ def test_detection_checks_target_labels() -> None:
         model(images, targets)
 
 
-def test_detection_with_torchvision_box_head() -> None:
-    model = make_model('detect', box_head='2fc').train()
+def test_detection_with_vitdet_box_head_on_request() -> None:
+    model = make_model('detect', box_head='4conv1fc').train()
     images, _, targets = squares(2, 32)
     sum(model(images, targets).values()).backward()
     assert all(p.grad is not None for p in model.parameters())
-    assert model.config()['options']['box_head'] == '2fc'
+    assert model.config()['options']['box_head'] == '4conv1fc'
+    assert isinstance(model.roi_heads.box_head, FastRCNNConvFCHead)
+
+
+def test_default_heads_follow_the_encoder_and_tile() -> None:
+    wide = make_encoder(model_args={'depth': 6, 'embed_dim': 384, 'num_heads': 6})
+    for encoder, width in ((make_encoder(), 32), (wide, 64)):
+        segment = build_task_model('segment', encoder, 3)
+        detect = build_task_model('detect', encoder, 2)
+
+        assert segment.config()['options']['channels'] == width
+        assert segment.decode_head.classifier.in_channels == width
+        options = detect.config()['options']
+        assert options['out_channels'] == width
+        assert options['box_head'] == '2fc'
+        assert options['representation_size'] == 4 * width
+        assert isinstance(detect.roi_heads.box_head, TwoMLPHead)
+        assert detect.roi_heads.box_head.fc7.out_features == 4 * width
+        # Training-time sampling for a 32 px tile, stored so a rebuild matches.
+        assert options['detector_args'] == detection_sampling(32, 0)
+        assert detect.roi_heads.fg_bg_sampler.batch_size_per_image == 16
+        assert detect.rpn.fg_bg_sampler.batch_size_per_image == 32
+        assert detect.rpn._post_nms_top_n['training'] == 128
+        rebuilt = build_task_model_from_config(detect.config())
+        assert rebuilt.config() == detect.config()
+
+
+def test_given_head_sizes_win_over_the_defaults() -> None:
+    encoder = make_encoder()
+    model = build_task_model(
+        'detect',
+        encoder,
+        1,
+        out_channels=24,
+        detector_args={'box_batch_size_per_image': 99},
+    )
+
+    options = model.config()['options']
+    assert options['out_channels'] == 24 and options['representation_size'] == 96
+    assert options['detector_args']['box_batch_size_per_image'] == 99
+    assert options['detector_args']['rpn_batch_size_per_image'] == 32
+    assert build_task_model('segment', encoder, 3, channels=512).channels == 512
 
 
 @pytest.mark.parametrize('task', ['segment', 'detect'])

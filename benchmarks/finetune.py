@@ -1,0 +1,305 @@
+"""Images per second of fine-tuning: the encoder, the bare task step, the whole loop.
+
+For each task, on real labelled samples (``../shared/data``: SpaceNet building
+footprints over a panchromatic scene for segment and detect, the EuroSAT RGB class
+folders for classify):
+
+(c) the loop: ``dspt_geo.train.finetune`` with its default heads (or ``--head-arg``),
+    timed from its 5th optimiser step to the last, validation excluded; the run
+    validates once at its end and that validation is timed on its own;
+(b) the bare task step: the model the loop built (rebuilt from its model file's
+    config), the task's training loss (``FinetuneTask.training_step``), backward and
+    AdamW, on real training batches the loop produced, kept in memory;
+(a) the encoder alone: the same encoder, forward + backward of the mean of its
+    tokens and AdamW, on the same images.
+
+(c)/(b) is what data loading and bookkeeping cost (target >= 0.9x); (b)/(a) is the
+head's share (target >= 0.5x: the head costs at most the encoder's own step).
+(a) and (b) run ``--repeats`` times after the loop, each keeping its fastest run. Validation
+is reported as seconds per validation pass and as a share of a training epoch
+(the epoch's chips at the loop's speed). On CUDA the rows use bf16 at 224 and 512
+px. Usage::
+
+    python benchmarks/finetune.py [--tasks classify segment detect] [--sizes 64]
+        [--batch-size 8] [--steps 15] [--head-arg TASK:KEY=VALUE ...]
+"""
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from dspt_geo import SUMMARY_LOGGER
+from dspt_geo.models import load_model_file
+from dspt_geo.train import FinetuneConfig, finetune
+from dspt_geo.train.finetune import FinetuneTask
+
+_WARMUP = 5
+_BATCHES = 4  # real training batches kept for the bare steps
+_SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+_CPU_MODEL = ('vit_tiny_patch16_224', {'depth': 6}, 8)  # the README's CPU encoder
+_GPU_MODEL = ('vit_base_patch16_224', {}, 16)
+
+
+def _data(task: str, shared: Path) -> dict[str, Any]:
+    """Images and labels of the real sample for *task*."""
+    if task == 'classify':
+        return {'images': [str(shared / 'labelled' / 'classification' / 'eurosat_rgb')]}
+    folder = shared / 'labelled' / 'buildings'
+    return {
+        'images': [str(folder / 'spacenet_pan.tif')],
+        'labels': [str(folder / 'spacenet_buildings.geojson')],
+    }
+
+
+class LoopTimer(L.Callback):
+    """Time training from step _WARMUP, each validation pass, and keep batches."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end = 0.0
+        self.images = 0
+        self.batches: list[dict[str, Any]] = []
+        self.val_seconds: list[float] = []
+        self.val_images = 0
+        self.train_chips = 0
+        self._val_start = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
+        loader = trainer.train_dataloader
+        self.train_chips = len(loader.dataset) if loader is not None else 0  # type: ignore[arg-type]
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if len(self.batches) < _BATCHES:
+            self.batches.append(_detach(batch))
+        if trainer.global_step == _WARMUP and self.start is None:
+            self.start = self._now()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        if self.start is not None:
+            self.images += batch['image'].shape[0]
+            self.end = self._now()
+
+    def on_validation_start(self, trainer: L.Trainer, module: Any) -> None:
+        self._val_start = self._now()
+        self.val_images = 0
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        self.val_images += batch['image'].shape[0]
+
+    def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
+        self.val_seconds.append(self._now() - self._val_start)
+
+
+def _detach(batch: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a batch that outlives the loop."""
+    return {
+        key: [v.detach().clone() for v in value]
+        if isinstance(value, list)
+        else value.detach().clone()
+        if isinstance(value, torch.Tensor)
+        else value
+        for key, value in batch.items()
+    }
+
+
+def run_loop(task: str, size: int, args: argparse.Namespace, run: Path) -> LoopTimer:
+    """The finetune loop, and its timer."""
+    name, model_args, patch = _GPU_MODEL if torch.cuda.is_available() else _CPU_MODEL
+    timer = LoopTimer()
+    config = FinetuneConfig(
+        task=task,  # type: ignore[arg-type]
+        out=str(run),
+        **_data(task, args.data),
+        model=args.model or name,
+        model_args=model_args if args.model is None else {},
+        image_size=size,
+        patch_size=patch if args.model is None else None,
+        head_args=args.heads.get(task, {}),
+        batch_size=args.batch_size,
+        steps=args.steps + _WARMUP,
+        val_every=args.steps + _WARMUP,
+        checkpoint_every=10**6,
+        lr=1e-3,
+        precision=args.precision,
+        num_workers=args.workers,
+        accelerator='gpu' if torch.cuda.is_available() else 'cpu',
+        devices=1,
+    )
+    finetune(config, callbacks=[timer])
+    return timer
+
+
+def _adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _timed(step: Any, batches: list[dict[str, Any]], steps: int) -> float:
+    """Images/s of *step* over the batches, after 2 warm-up steps."""
+    images = 0
+    for i in range(steps + 2):
+        if i == 2:
+            start = LoopTimer._now()
+            images = 0
+        batch = batches[i % len(batches)]
+        step(batch)
+        images += batch['image'].shape[0]
+    return images / (LoopTimer._now() - start)
+
+
+def bare_steps(
+    model_config: dict[str, Any],
+    class_names: list[str],
+    batches: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> tuple[float, float]:
+    """Images/s of (a) the encoder step and (b) the task model step."""
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dtype = torch.bfloat16 if 'bf16' in (args.precision or '') else None
+    batches = [
+        {
+            k: [x.to(device) for x in v]
+            if isinstance(v, list)
+            else v.to(device)
+            if isinstance(v, torch.Tensor)
+            else v
+            for k, v in batch.items()
+        }
+        for batch in batches
+    ]
+    task = FinetuneTask(model_config, class_names).to(device).train()
+    encoder = task.model.encoder
+    optimizers = {'task': _adamw(task.model), 'encoder': _adamw(encoder)}
+
+    def encoder_step(batch: dict[str, Any]) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = encoder(batch['image']).float().mean()
+        loss.backward()
+        optimizers['encoder'].step()
+        optimizers['encoder'].zero_grad(set_to_none=True)
+
+    def task_step(batch: dict[str, Any]) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = task.training_step(batch, 0)
+        loss.backward()
+        optimizers['task'].step()
+        optimizers['task'].zero_grad(set_to_none=True)
+
+    return (
+        _timed(encoder_step, batches, args.steps),
+        _timed(task_step, batches, args.steps),
+    )
+
+
+def _heads(values: list[str]) -> dict[str, dict[str, Any]]:
+    """``TASK:KEY=VALUE`` options as head arguments per task (YAML values)."""
+    heads: dict[str, dict[str, Any]] = {}
+    for value in values:
+        task, _, pair = value.partition(':')
+        key, _, text = pair.partition('=')
+        heads.setdefault(task, {})[key] = yaml.safe_load(text)
+    return heads
+
+
+def main() -> None:
+    """Run every task and size; print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--tasks', nargs='+', default=['classify', 'segment', 'detect'])
+    cuda = torch.cuda.is_available()
+    parser.add_argument(
+        '--sizes', nargs='+', type=int, default=[224, 512] if cuda else [64]
+    )
+    parser.add_argument(
+        '--model',
+        help='timm name (default: tiny ViT depth 6, patch 8 on the CPU; ViT-B/16 on CUDA)',
+    )
+    parser.add_argument('--batch-size', type=int, default=32 if cuda else 8)
+    parser.add_argument('--steps', type=int, default=15, help='timed steps')
+    parser.add_argument('--precision', default='bf16-mixed' if cuda else '32-true')
+    parser.add_argument('--workers', type=int, default=2, help='DataLoader workers')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=2,
+        help='runs of (a) and (b); the fastest is kept',
+    )
+    parser.add_argument(
+        '--data',
+        type=Path,
+        default=_SHARED,
+        help='the real sample data (default: ../shared/data)',
+    )
+    parser.add_argument(
+        '--head-arg', action='append', default=[], metavar='TASK:KEY=VALUE',
+        help='head argument of one task, e.g. segment:channels=512',
+    )  # fmt: skip
+    args = parser.parse_args()
+    args.heads = _heads(args.head_arg)
+    logging.basicConfig(level=logging.WARNING, format='%(levelname)s: %(message)s')
+    logging.getLogger(SUMMARY_LOGGER).setLevel(logging.INFO)
+    warnings.filterwarnings('ignore', message='.*self.log.*')
+    card = (
+        torch.cuda.get_device_name()
+        if cuda
+        else f'CPU ({torch.get_num_threads()} threads)'
+    )
+
+    print(
+        f'\n{args.model or ("ViT-B/16" if cuda else "tiny ViT (depth 6, width 192, patch 8)")}, '
+        f'batch {args.batch_size}, {args.precision}, {card}\n\n'
+        '| px | task | (a) encoder img/s | (b) task step img/s | (c) loop img/s | '
+        '(c)/(b) | (b)/(a) | validation s (chips) | val / train epoch |\n'
+        '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
+        flush=True,
+    )  # each row as soon as it is measured
+    heads = []
+    for size in args.sizes:
+        for task in args.tasks:
+            with tempfile.TemporaryDirectory() as tmp:
+                run = Path(tmp) / 'run'
+                timer = run_loop(task, size, args, run)
+                _, metadata = load_model_file(run / 'model.safetensors')
+            # --val-every is respected: one validation, at the last step
+            assert len(timer.val_seconds) == 1, timer.val_seconds
+            looped = timer.images / (timer.end - timer.start)
+            config = metadata['model_config']
+            names = [c['name'] for c in metadata['classes']]
+            runs = [
+                bare_steps(config, names, timer.batches, args)
+                for _ in range(args.repeats)
+            ]
+            encoder, bare = (max(speeds) for speeds in zip(*runs, strict=True))
+            val = timer.val_seconds[0]
+            epoch = timer.train_chips / looped
+            print(
+                f'| {size} | {task} | {encoder:.1f} | {bare:.1f} | {looped:.1f} | '
+                f'{looped / bare:.2f}x | {bare / encoder:.2f}x | '
+                f'{val:.1f} ({timer.val_images}) | {val / epoch:.2f} |',
+                flush=True,
+            )
+            heads.append(f'- {size} px {task}: {json.dumps(config["options"])}')
+    print('\nheads:', *heads, sep='\n')
+
+
+if __name__ == '__main__':
+    main()
