@@ -63,7 +63,7 @@ def test_folder_without_rasters_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(cli, ['info', str(tmp_path / 'empty')])
 
     assert result.exit_code == 1
-    assert 'Error: no usable georeferenced raster found' in result.output
+    assert 'Error: no usable georeferenced raster or image chip found' in result.output
     assert 'Traceback' not in result.output
 
 
@@ -87,3 +87,22 @@ def test_help(command):
     result = CliRunner().invoke(cli, [*command, '--help'])
     assert result.exit_code == 0
     assert 'Usage:' in result.output
+
+
+def test_chip_groups_are_shown_with_count_size_range_and_bands(tmp_path, rng):
+    from PIL import Image
+
+    for i, (rows, cols) in enumerate([(30, 30), (40, 36), (40, 36)]):
+        folder = tmp_path / 'chips' / ('a' if i else 'b')
+        folder.mkdir(parents=True, exist_ok=True)
+        data = rng.integers(0, 255, (rows, cols, 3), dtype=np.uint8)
+        Image.fromarray(data).save(folder / f'{i}.jpg')
+
+    result = CliRunner().invoke(cli, ['info', str(tmp_path / 'chips')])
+
+    assert result.exit_code == 0, result.output
+    assert '1 chip group(s), 3 image chip(s)' in result.output
+    assert '3band-uint8: image chips' in result.output
+    assert 'size       30 x 30 to 36 x 40 px' in result.output
+    assert 'chips      3 (JPEG)' in result.output
+    assert 'WARNING' not in result.output
