@@ -12,7 +12,6 @@ that GDAL does on every open (to find sidecars) switched off, as the header was
 read while scanning.
 """
 
-import math
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -99,7 +98,7 @@ class ChipDataset(Dataset[dict[str, Any]]):
     converted by *sar_mode*) and ``valid`` (bool, rows x cols): finite, not nodata
     in all bands, not transparent. The interface mirrors
     :class:`~dspt_geo.data.SensorDataset` where streams and statistics use it
-    (``group``, ``bands``, ``nodata``, ``sar_mode``, :meth:`valid_mask`).
+    (``group``, ``bands``, ``nodata``, ``sar_mode``).
 
     .. versionadded:: 0.2
     """
@@ -118,6 +117,13 @@ class ChipDataset(Dataset[dict[str, Any]]):
         #: How SAR chips are converted (None: not SAR), as for sensor groups.
         self.sar: SarConversion | None = (
             sar_conversion(group.sar_scale, sar_mode) if group.sar_scale else None
+        )
+        #: Whether every pixel of a chip without alpha is valid (integers, no
+        #: nodata, not SAR): the mask then needs no test.
+        self.always_valid = (
+            self.sar is None
+            and group.nodata is None
+            and np.dtype(group.dtype).kind in 'biu'
         )
 
     def __len__(self) -> int:
@@ -153,32 +159,22 @@ class ChipDataset(Dataset[dict[str, Any]]):
                 f'{self.group.count}; convert it to a plain GeoTIFF'
             )
             raise RasterReadError(msg)
-        if np.iscomplexobj(data):
-            array = complex_to_backscatter(data, self.sar_mode)
+        if self.sar is not None:
+            array = np.ascontiguousarray(self.sar.apply(data, self.nodata))
         else:
-            array = data.astype(np.float32, copy=False)
-        image = torch.from_numpy(np.ascontiguousarray(array))
-        valid = self.valid_mask(image)
+            # One pass: Pillow's (rows, cols, bands) become contiguous bands.
+            array = data.astype(np.float32, order='C', copy=False)
+        # The mask is built in numpy: a few torch calls would cost as much as
+        # decoding a small chip.
+        if self.always_valid:
+            valid = np.ones(array.shape[1:], dtype=bool)
+        else:
+            valid = np.isfinite(array).all(axis=0)
+            if self.nodata is not None and not np.isnan(self.nodata):
+                valid &= (array != self.nodata).any(axis=0)
         if alpha is not None:
-            valid &= torch.from_numpy(alpha > 0)
-        return {'image': image, 'valid': valid}
-
-    def valid_mask(self, image: Tensor) -> Tensor:
-        """Pixels holding data: finite in every band and not nodata in all bands.
-
-        Args:
-            image: (bands, height, width) sample image.
-
-        Returns:
-            bool tensor of shape (height, width).
-        """
-        if self.nodata is None and np.dtype(self.group.dtype).kind in 'biu':
-            # Integer pixels are always finite: nothing to test.
-            return torch.ones(image.shape[1:], dtype=torch.bool)
-        valid = torch.isfinite(image).all(dim=0)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            valid &= (image != self.nodata).any(dim=0)
-        return valid
+            valid &= alpha > 0
+        return {'image': torch.from_numpy(array), 'valid': torch.from_numpy(valid)}
 
 
 class ChipStream(IterableDataset[dict[str, Any]]):
@@ -257,8 +253,7 @@ class ChipStream(IterableDataset[dict[str, Any]]):
             )
             for index in mine:
                 sample = self._sample(index, windows)
-                fraction = float(sample['valid'].float().mean())
-                if fraction < self.min_valid_fraction or math.isnan(fraction):
+                if self._too_few_valid(index, sample['valid']):
                     rejections += 1
                     if rejections >= self.max_rejections:
                         msg = (
@@ -274,6 +269,13 @@ class ChipStream(IterableDataset[dict[str, Any]]):
                 yield sample
                 if quota == 0:
                     return
+
+    def _too_few_valid(self, index: int, valid: Tensor) -> bool:
+        """Whether a sample of chip *index* has too small a share of valid pixels."""
+        if self.dataset.always_valid and not self.dataset.group.chips[index].alpha:
+            return False
+        count = int(valid.count_nonzero())
+        return count == 0 or count < self.min_valid_fraction * valid.numel()
 
     def _sample(self, index: int, generator: torch.Generator) -> dict[str, Any]:
         """Chip *index* as a sample of the stream's size."""

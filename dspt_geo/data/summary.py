@@ -17,7 +17,8 @@ from .statistics import load_or_compute_statistics
 
 __all__ = ('describe_rasters', 'format_description')
 
-#: Chips listed per chip group in the text form (the JSON lists all).
+#: Chips listed per chip group, and skipped files per reason, in the text form
+#: (the JSON lists all).
 _CHIPS_SHOWN = 5
 
 #: Equal-area CRS (World Cylindrical Equal Area) used to report footprints in km^2.
@@ -211,7 +212,16 @@ def format_description(description: dict[str, Any]) -> str:
     if description['skipped']:
         lines.append('')
         lines.append(f'{len(description["skipped"])} file(s) skipped:')
-        lines.extend(f'  {s["path"]}: {s["reason"]}' for s in description['skipped'])
+        by_reason: dict[str, list[str]] = {}
+        for skipped in description['skipped']:
+            by_reason.setdefault(skipped['reason'], []).append(skipped['path'])
+        for reason, paths in by_reason.items():
+            lines.append(f'  {reason} ({len(paths)}):')
+            lines.extend(f'    {path}' for path in paths[:_CHIPS_SHOWN])
+            if len(paths) > _CHIPS_SHOWN:
+                lines.append(
+                    f'    ... and {len(paths) - _CHIPS_SHOWN} more (--json lists all)'
+                )
     return '\n'.join(lines)
 
 

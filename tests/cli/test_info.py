@@ -73,7 +73,10 @@ def test_corrupt_file_is_named_and_the_rest_described(folder):
     result = CliRunner().invoke(cli, ['info', str(folder)])
 
     assert result.exit_code == 0
-    assert 'broken.tif: GDAL cannot open it' in result.output
+    assert (
+        'GDAL cannot open it; the file may be corrupt or cut off (1):' in result.output
+    )
+    assert str(folder / 'broken.tif') in result.stdout
 
 
 def test_missing_path_is_a_usage_error(tmp_path):
@@ -106,3 +109,29 @@ def test_chip_groups_are_shown_with_count_size_range_and_bands(tmp_path, rng):
     assert 'size       30 x 30 to 36 x 40 px' in result.output
     assert 'chips      3 (JPEG)' in result.output
     assert 'WARNING' not in result.output
+
+
+def test_skipped_files_are_summarised_per_reason(tmp_path, raster_writer, rng):
+    raster_writer('d/good.tif', rng.integers(1, 255, (1, 16, 16), dtype=np.uint8))
+    raster_writer('d/empty.tif', np.zeros((1, 16, 16), np.uint8), nodata=0)
+    for i in range(5):
+        (tmp_path / 'd' / f'broken{i}.tif').write_bytes(b'II*\x00' + bytes(range(64)))
+
+    quiet = CliRunner().invoke(cli, ['info', str(tmp_path / 'd')])
+    verbose = CliRunner().invoke(cli, ['-v', 'info', str(tmp_path / 'd')])
+
+    assert quiet.exit_code == 0, quiet.output
+    warnings = [line for line in quiet.stderr.splitlines() if 'WARNING' in line]
+    assert len(warnings) == 2, quiet.stderr
+    (broken,) = [line for line in warnings if 'GDAL cannot open' in line]
+    assert 'skipping 5 files' in broken and 'and 2 more (-v lists all)' in broken
+    assert 'no valid pixel' in ''.join(warnings)
+    # stdout: one line per reason, then the files.
+    assert '6 file(s) skipped:' in quiet.stdout
+    assert (
+        'GDAL cannot open it; the file may be corrupt or cut off (5):' in quiet.stdout
+    )
+    # -v names every file, with GDAL's own message.
+    listed = [line for line in verbose.stderr.splitlines() if 'skipped ' in line]
+    assert len(listed) == 6
+    assert all(f'broken{i}.tif' in verbose.stderr for i in range(5))
