@@ -1,4 +1,4 @@
-"""``dspt-geo info``: what the tool sees in raster folders."""
+"""``dspt-geo info``: what the tool sees in raster and chip folders."""
 
 import json
 import logging
@@ -34,6 +34,9 @@ def info(
     sar_mode: str,
 ) -> None:
     """Describe the sensor groups found in PATHS (folders, searched recursively, or files).
+
+    Georeferenced rasters form sensor groups by band layout; rasters without a CRS
+    (JPEG, PNG, TIFF chips) form chip groups, each chip a sample of its own.
 
     A model file (.safetensors, e.g. RUN_DIR/pretrained.safetensors) is described
     instead: architecture, sensor groups and their statistics, training summary.

@@ -43,7 +43,7 @@ from .options import (
     type=click.IntRange(min=8),
     default=224,
     show_default=True,
-    help='Side of the training patches in pixels.',
+    help='Side of the training patches in pixels. Image chips larger than this give random windows; smaller ones are enlarged (bilinear) until their shorter side fits, never down-sampled.',
 )
 @click.option(
     '--patch-size',
@@ -147,10 +147,13 @@ def pretrain(
     overwrite: bool,
     **options: Any,
 ) -> None:
-    """Continue MAE pre-training of a ViT on the unlabelled rasters in PATHS.
+    """Continue MAE pre-training of a ViT on the unlabelled images in PATHS.
 
-    PATHS are folders (searched recursively) or files, optical and SAR mixed: each
-    sensor group gets its own patch-embedding stem on one shared encoder. Writes
+    PATHS are folders (searched recursively) or files: folders of image chips
+    (JPEG, PNG, TIFF without a CRS; class subfolders are fine, their names are
+    unused) and georeferenced rasters, optical and SAR mixed. Each band layout
+    forms a group with its own patch-embedding stem on one shared encoder; each
+    chip is sampled on its own, never mosaicked. Writes
     RUN_DIR/pretrained.safetensors for `dspt-geo finetune`.
     """
     from dspt_geo.train.config import PretrainConfig

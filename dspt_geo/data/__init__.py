@@ -1,8 +1,9 @@
-"""The data layer: raster folders -> sensor groups -> torchgeo datasets -> patches."""
+"""The data layer: raster and chip folders -> groups -> datasets -> patches."""
 
+from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
-from .discovery import RasterFile, ScanResult, SkippedFile, scan_rasters
-from .groups import SensorGroup, group_rasters
+from .discovery import ChipFile, RasterFile, ScanResult, SkippedFile, scan_rasters
+from .groups import ChipGroup, SensorGroup, discover_groups, group_chips, group_rasters
 from .sar import (
     SAR_MODES,
     SAR_SCALES,
@@ -16,6 +17,10 @@ from .sar import (
 __all__ = (
     'SAR_MODES',
     'SAR_SCALES',
+    'ChipDataset',
+    'ChipFile',
+    'ChipGroup',
+    'ChipStream',
     'RasterFile',
     'SarConversion',
     'SarMode',
@@ -26,6 +31,8 @@ __all__ = (
     'SkippedFile',
     'complex_to_backscatter',
     'detect_sar_scale',
+    'discover_groups',
+    'group_chips',
     'group_rasters',
     'scan_rasters',
 )

@@ -4,7 +4,8 @@ A model with one stem per sensor group needs every batch to hold one band layout
 :class:`SensorBatchStream` draws, batch after batch, a group (with probability
 proportional to the square root of its pixel count, so that a small SAR archive
 beside a large optical one is still seen often) and fills the batch from that
-group's :class:`~dspt_geo.data.sampling.PatchStream`.
+group's :class:`~dspt_geo.data.sampling.PatchStream` (or, for a group of image
+chips, :class:`~dspt_geo.data.chips.ChipStream`).
 """
 
 from collections.abc import Iterator, Mapping
@@ -15,10 +16,55 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
+from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
+from .groups import ChipGroup, SensorGroup
 from .sampling import PatchStream, process_shard
+from .sar import SarMode
 
-__all__ = ('SensorBatchStream',)
+__all__ = ('SensorBatchStream', 'group_dataset', 'sample_stream')
+
+
+def group_dataset(
+    group: SensorGroup | ChipGroup, sar_mode: SarMode = 'auto'
+) -> SensorDataset | ChipDataset:
+    """The dataset that reads *group*: located patches, or chips.
+
+    .. versionadded:: 0.2
+    """
+    if isinstance(group, ChipGroup):
+        return ChipDataset(group, sar_mode=sar_mode)
+    return SensorDataset(group, sar_mode=sar_mode)
+
+
+def sample_stream(
+    dataset: SensorDataset | ChipDataset,
+    size: int,
+    length: int,
+    min_valid_fraction: float = 0.5,
+    seed: int = 0,
+    window: int | None = None,
+) -> PatchStream | ChipStream:
+    """The stream of *size* px samples that suits *dataset*.
+
+    Args:
+        dataset: a sensor group's dataset (random patches) or a chip group's
+            (windows of chips, small chips enlarged).
+        size: sample side in pixels.
+        length: samples per epoch over all processes.
+        min_valid_fraction: samples with fewer valid pixels are skipped.
+        seed: base seed.
+        window: side of the windows read where a file or chip is large enough
+            (MAE's crops); None is *size*.
+
+    Returns:
+        the stream; both kinds yield ``image`` and ``valid``.
+    """
+    if isinstance(dataset, ChipDataset):
+        return ChipStream(
+            dataset, size, length, min_valid_fraction, seed, window=window
+        )
+    return PatchStream(dataset, size, length, min_valid_fraction, seed, window=window)
 
 
 class SensorBatchStream(IterableDataset[dict[str, Any]]):
@@ -33,7 +79,7 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
 
     def __init__(
         self,
-        datasets: Mapping[str, SensorDataset],
+        datasets: Mapping[str, SensorDataset | ChipDataset],
         size: int,
         batch_size: int,
         batches: int,
@@ -60,7 +106,7 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
         self.epoch = 0
         self._iterations = 0
         self.streams = {
-            name: PatchStream(
+            name: sample_stream(
                 dataset,
                 size=size,
                 length=batches * batch_size,
@@ -70,10 +116,9 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
             )
             for i, (name, dataset) in enumerate(datasets.items())
         }
-        pixels = np.array([
-            sum(r.width * r.height for r in datasets[name].group.rasters)
-            for name in self.names
-        ], dtype=np.float64)  # fmt: skip
+        pixels = np.array(
+            [datasets[name].group.pixels for name in self.names], dtype=np.float64
+        )
         weights = np.sqrt(pixels)
         self.weights = torch.as_tensor(weights / weights.sum())
 

@@ -1,10 +1,14 @@
-"""Finding georeferenced rasters in the folders users point at.
+"""Finding georeferenced rasters and image chips in the folders users point at.
 
 Folders are searched recursively. Every file GDAL opens as a georeferenced raster
 becomes a :class:`RasterFile`; files stored one band per file (Sentinel-2's
-``*_B02.tif``, SAR's ``*_VV.tif``) are joined into one multi-band item. A file that
-cannot serve (corrupt, no CRS, only ground control points, no valid pixel) becomes a
-:class:`SkippedFile` with the reason and what to do, and is logged as a warning.
+``*_B02.tif``, SAR's ``*_VV.tif``) are joined into one multi-band item. Where the
+caller accepts chips, a raster without georeferencing (a JPEG, PNG or TIFF without
+a CRS, the form of most scene-classification sets) becomes a :class:`ChipFile`, a
+sample space of its own (issue 11). A file that cannot serve (corrupt, no CRS where
+chips are not accepted, only ground control points, no valid pixel) becomes a
+:class:`SkippedFile` with the reason and what to do; skipped files are logged as
+one warning per reason, each file at info level (issue 9).
 """
 
 import logging
@@ -12,7 +16,7 @@ import os
 import re
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +24,18 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 
 from ..errors import NoRastersFoundError
 
 __all__ = (
+    'ChipFile',
     'RasterFile',
     'ScanResult',
     'SkippedFile',
+    'has_alpha',
     'north_up',
     'report_skipped',
     'scan_rasters',
@@ -60,6 +67,16 @@ BAND_FILE_PATTERN = re.compile(
 
 #: Order of polarisation bands, after Sentinel-1's habit of VV before VH.
 _POLARISATION_ORDER = ('VV', 'VH', 'HH', 'HV')
+
+#: Drivers that can write a CRS into an existing file, so ``gdal_edit.py`` works on
+#: it; other formats (JPEG, PNG, ...) need a copy (``gdal_translate``).
+_UPDATABLE_DRIVERS = frozenset({
+    'GTiff', 'COG', 'HFA', 'ENVI', 'EHdr', 'KEA', 'PCIDSK', 'netCDF', 'VRT', 'SAGA',
+    'ERS', 'RST', 'ISIS3', 'PDS4', 'NITF',
+})  # fmt: skip
+
+#: Skipped files named per reason in the warning; ``-v`` lists all.
+_SKIPPED_SHOWN = 3
 
 #: Files up to this many pixels, or with overviews, are checked for valid pixels while
 #: scanning; larger ones are checked by the samplers as they read them.
@@ -116,42 +133,96 @@ class RasterFile:
 
 
 @dataclass(frozen=True)
+class ChipFile:
+    """One image chip: a raster without georeferencing, a sample space of its own.
+
+    Chips are never placed on a map or mosaicked with one another; samples are the
+    whole chip or windows of it.
+
+    Attributes:
+        path: the file.
+        count: number of image bands (an alpha band not counted).
+        dtype: numpy name of the stored data type.
+        band_names: band names from the file (descriptions), or empty.
+        width: columns.
+        height: rows.
+        nodata: nodata value, or None when the file declares none.
+        alpha: whether the last stored band is transparency (0: no data).
+        driver: GDAL driver name (``'JPEG'``, ``'PNG'``, ``'GTiff'``, ...).
+    """
+
+    path: str
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    width: int
+    height: int
+    nodata: float | None
+    alpha: bool
+    driver: str
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the samples are complex (SAR phase and amplitude)."""
+        return np.dtype(self.dtype).kind == 'c'
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file this item reads."""
+        return (self.path,)
+
+
+@dataclass(frozen=True)
 class SkippedFile:
-    """A file that was found but cannot serve, and why."""
+    """A file that was found but cannot serve, and why.
+
+    Attributes:
+        path: the file, as the user's path spells it (links not resolved).
+        reason: why, and what to do; the same text for every file skipped alike.
+        detail: what is particular to this file (e.g. GDAL's error), or empty.
+    """
 
     path: str
     reason: str
+    detail: str = ''
 
 
 @dataclass
 class ScanResult:
-    """What a scan found: usable rasters and skipped files."""
+    """What a scan found: usable rasters, image chips and skipped files."""
 
     rasters: list[RasterFile] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+    chips: list[ChipFile] = field(default_factory=list)
 
 
 def scan_rasters(
     paths: Iterable[str | os.PathLike[str]],
     *,
     check_valid: bool = True,
+    chips: bool = False,
     report: bool = True,
 ) -> ScanResult:
-    """Find every georeferenced raster under *paths*.
+    """Find every georeferenced raster (and, if asked, image chip) under *paths*.
 
     Args:
         paths: folders (searched recursively) and files.
         check_valid: look for at least one valid pixel in files small enough, or
             with overviews, to check cheaply.
+        chips: accept rasters without georeferencing as image chips (else they
+            are skipped, with a hint how to georeference them).
         report: log the skipped files (:func:`report_skipped`); False for callers
             that may read the files another way (image chips), and report what
             they really skip themselves.
 
     Returns:
-        the usable rasters, sorted by path, and the skipped files.
+        the usable rasters and chips, sorted by path, and the skipped files.
 
     Raises:
-        NoRastersFoundError: If a path does not exist or no usable raster is found.
+        NoRastersFoundError: If a path does not exist or nothing usable is found.
+
+    .. versionchanged:: 0.2
+       Added *chips* and *report*.
     """
     paths = [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
@@ -160,9 +231,11 @@ def scan_rasters(
         raise NoRastersFoundError(msg)
 
     result = ScanResult()
-    singles, band_sets = _split_band_files(sorted(set(_candidate_files(paths))))
+    candidates = _candidate_files(paths)
+    given = {os.path.abspath(path): str(path) for path in candidates}
+    singles, band_sets = _split_band_files(candidates)
     for path in singles:
-        _add(result, _read_single(path))
+        _add(result, _read_single(path, chips=chips))
     for stem_key, band_files in sorted(band_sets.items()):
         _add(result, _read_band_set(stem_key, band_files))
 
@@ -171,17 +244,23 @@ def scan_rasters(
             reason = _validity_problem(raster)
             if reason:
                 result.rasters.remove(raster)
-                _add(result, SkippedFile(raster.path, reason))
+                _add(result, SkippedFile(given.get(raster.path, raster.path), reason))
 
     result.rasters.sort(key=lambda r: r.path)
+    result.chips.sort(key=lambda c: c.path)
     if report:
         report_skipped(result.skipped)
-    if not result.rasters:
+    if not result.rasters and not result.chips:
         where = ', '.join(str(p) for p in paths)
-        msg = f'no usable georeferenced raster found in {where}'
+        found = (
+            'georeferenced raster or image chip' if chips else 'georeferenced raster'
+        )
+        msg = f'no usable {found} found in {where}'
         if result.skipped:
             msg += f' ({len(result.skipped)} file(s) skipped; first: '
             msg += f'{result.skipped[0].path}: {result.skipped[0].reason})'
+        elif chips:
+            msg += '; point at folders of image chips or GeoTIFFs (or other rasters GDAL reads)'
         else:
             msg += '; point at folders of GeoTIFFs (or other rasters GDAL reads)'
         raise NoRastersFoundError(msg)
@@ -189,32 +268,59 @@ def scan_rasters(
 
 
 def report_skipped(skipped: Iterable[SkippedFile]) -> None:
-    """Log files a scan skipped, with the reason."""
+    """Warn once per reason, naming a few files; every file at info level (``-v``).
+
+    Args:
+        skipped: the skipped files.
+    """
+    by_reason: dict[str, list[SkippedFile]] = defaultdict(list)
     for item in skipped:
-        logger.warning('skipping %s: %s', item.path, item.reason)
+        by_reason[item.reason].append(item)
+    for reason, items in by_reason.items():
+        shown = ', '.join(item.path for item in items[:_SKIPPED_SHOWN])
+        more = len(items) - _SKIPPED_SHOWN
+        if more > 0:
+            shown += f' and {more} more (-v lists all)'
+        files = 'file' if len(items) == 1 else 'files'
+        logger.warning('skipping %d %s (%s): %s', len(items), files, shown, reason)
+        for item in items:
+            detail = f' ({item.detail})' if item.detail else ''
+            logger.info('skipped %s: %s%s', item.path, reason, detail)
 
 
-def _add(result: ScanResult, item: RasterFile | SkippedFile | None) -> None:
+def _add(result: ScanResult, item: RasterFile | ChipFile | SkippedFile | None) -> None:
     """Record a scanned item."""
     match item:
         case RasterFile():
             result.rasters.append(item)
+        case ChipFile():
+            result.chips.append(item)
         case SkippedFile():
             result.skipped.append(item)
 
 
-def _candidate_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Yield files under *paths* worth opening, skipping hidden ones and sidecars."""
+def _candidate_files(paths: Iterable[Path]) -> list[Path]:
+    """Files under *paths* worth opening, skipping hidden ones and sidecars.
+
+    Paths keep the user's spelling (links are not resolved, so that messages name
+    what the user typed); a file reached twice is listed once.
+
+    Returns:
+        the files, sorted.
+    """
+    found: dict[str, Path] = {}
     for path in paths:
         if path.is_file():
-            yield path.resolve()
+            found.setdefault(os.path.abspath(path), path)
             continue
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
             for name in files:
                 if name.startswith('.') or _extension(name) in IGNORED_EXTENSIONS:
                     continue
-                yield (Path(root) / name).resolve()
+                file = Path(root) / name
+                found.setdefault(os.path.abspath(file), file)
+    return sorted(found.values())
 
 
 def _extension(name: str) -> str:
@@ -257,6 +363,19 @@ def north_up(transform: Affine) -> bool:
     return transform.b == 0 and transform.d == 0 and transform.e < 0 < transform.a
 
 
+def has_alpha(src: rasterio.io.DatasetReader) -> bool:
+    """Whether the last band of a chip is transparency (PNG, WebP, GIF RGBA or LA).
+
+    GeoTIFF bands are all data: 4-band RGBN GeoTIFFs often flag their near-infrared
+    band as alpha (TIFF ExtraSamples), as the NAIP patches of the sample data do.
+    """
+    return (
+        src.driver != 'GTiff'
+        and src.count in (2, 4)
+        and src.colorinterp[-1] == ColorInterp.alpha
+    )
+
+
 def _georeferencing_problem(src: rasterio.io.DatasetReader) -> str | None:
     """Why *src* cannot be placed on a map, or None."""
     if src.crs is None:
@@ -266,13 +385,50 @@ def _georeferencing_problem(src: rasterio.io.DatasetReader) -> str | None:
                 'has only ground control points, no map projection; warp it first, '
                 'e.g. `gdalwarp -t_srs EPSG:XXXX in.tif out.tif`'
             )
-        return 'has no CRS; assign one, e.g. `gdal_edit.py -a_srs EPSG:XXXX file`'
+        return f'has no CRS; {_georeferencing_hint(src.driver)}'
     if src.transform.is_identity:
         return 'has no geotransform; georeference it before use'
     return None
 
 
-def _read_single(path: Path) -> RasterFile | SkippedFile | None:
+def _georeferencing_hint(driver: str) -> str:
+    """How to give a file of *driver*'s format a CRS (issue 9: the hint must work)."""
+    if driver in _UPDATABLE_DRIVERS:
+        return 'assign one, e.g. `gdal_edit.py -a_srs EPSG:XXXX file`'
+    return (
+        f'{driver} files cannot be updated in place: write a georeferenced copy, '
+        'e.g. `gdal_translate -a_srs EPSG:XXXX -a_ullr ULX ULY LRX LRY in out.tif`'
+    )
+
+
+def _band_names(src: rasterio.io.DatasetReader, count: int) -> tuple[str, ...]:
+    """The first *count* band descriptions when all are given and distinct, else ()."""
+    names = tuple(d or '' for d in src.descriptions[:count])
+    if not all(names) or len(set(names)) != len(names):
+        return ()
+    return names
+
+
+def _chip(path: Path, src: rasterio.io.DatasetReader) -> ChipFile:
+    """Describe a raster without georeferencing as an image chip."""
+    alpha = has_alpha(src)
+    count = src.count - alpha
+    return ChipFile(
+        path=os.path.abspath(path),
+        count=count,
+        dtype=src.dtypes[0],
+        band_names=_band_names(src, count),
+        width=src.width,
+        height=src.height,
+        nodata=src.nodata,
+        alpha=alpha,
+        driver=src.driver,
+    )
+
+
+def _read_single(
+    path: Path, *, chips: bool = False
+) -> RasterFile | ChipFile | SkippedFile | None:
     """Describe one file; None when it is not a raster at all."""
     try:
         with warnings.catch_warnings():
@@ -280,21 +436,21 @@ def _read_single(path: Path) -> RasterFile | SkippedFile | None:
             warnings.simplefilter('ignore', NotGeoreferencedWarning)
             src = rasterio.open(path)
         with src:
-            problem = _georeferencing_problem(src)
-            if problem:
-                return SkippedFile(str(path), problem)
             if len(set(src.dtypes)) > 1:
                 return SkippedFile(
                     str(path), f'mixes band data types {sorted(set(src.dtypes))}'
                 )
-            names = tuple(d or '' for d in src.descriptions)
-            if not all(names) or len(set(names)) != len(names):
-                names = ()
+            problem = _georeferencing_problem(src)
+            if problem and chips and not src.gcps[0]:
+                return _chip(path, src)
+            if problem:
+                return SkippedFile(str(path), problem)
+            names = _band_names(src, src.count)
             # A rotated grid is described by its north-up envelope, as torchgeo
             # indexes it; reading it takes the warped path.
             grid = src if north_up(src.transform) else WarpedVRT(src, crs=src.crs)
             return RasterFile(
-                path=str(path),
+                path=os.path.abspath(path),
                 band_paths=(),
                 count=src.count,
                 dtype=src.dtypes[0],
@@ -309,10 +465,8 @@ def _read_single(path: Path) -> RasterFile | SkippedFile | None:
             )
     except RasterioIOError as error:
         if _extension(path.name) in RASTER_EXTENSIONS:
-            reason = (
-                f'GDAL cannot open it ({error}); the file may be corrupt or cut off'
-            )
-            return SkippedFile(str(path), reason)
+            reason = 'GDAL cannot open it; the file may be corrupt or cut off'
+            return SkippedFile(str(path), reason, detail=str(error))
         logger.debug('ignoring %s: not a raster (%s)', path, error)
         return None
 
@@ -331,7 +485,7 @@ def _read_band_set(
     for band in bands:
         item = _read_single(band_files[band])
         if not isinstance(item, RasterFile):
-            reason = item.reason if item else 'GDAL cannot open it'
+            reason = item.reason if isinstance(item, SkippedFile) else 'cannot be read'
             return SkippedFile(name, f'band {band} ({band_files[band].name}) {reason}')
         if item.count != 1:
             return SkippedFile(name, f'band file {item.path} holds {item.count} bands')

@@ -7,23 +7,36 @@ two groups. Inside a group files may differ in CRS and resolution: like torchgeo
 group samples in one CRS and resolution, here chosen as the CRS that holds most of
 the group's pixels and the median pixel size of the files native to it, unless the
 caller sets them.
+
+Image chips (rasters without georeferencing) are grouped by band layout the same
+way into :class:`ChipGroup` s; a chip group has no CRS or resolution, every chip
+being a sample space of its own. Chip groups are named like sensor groups, so that
+fine-tuning on chips of the same layout finds the pre-trained stem by name.
 """
 
 import logging
+import os
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
-from .discovery import RasterFile
+from .discovery import ChipFile, RasterFile, scan_rasters
 from .sar import SarScale, detect_sar_scale
 
-__all__ = ('SensorGroup', 'group_rasters', 'layout_name')
+__all__ = (
+    'ChipGroup',
+    'SensorGroup',
+    'discover_groups',
+    'group_chips',
+    'group_rasters',
+    'layout_name',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,152 @@ class SensorGroup:
     def is_sar(self) -> bool:
         """Whether the group is SAR backscatter, converted by ``--sar-mode``."""
         return self.sar_scale is not None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of all the group's rasters."""
+        return sum(r.width * r.height for r in self.rasters)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file the group reads."""
+        return tuple(path for raster in self.rasters for path in raster.paths)
+
+
+@dataclass(frozen=True)
+class ChipGroup:
+    """Image chips of one band layout; each chip is a sample space of its own.
+
+    Attributes:
+        name: short stable name, e.g. ``'3band-uint8'``.
+        chips: the group's chips, sorted by path.
+        count: number of bands.
+        dtype: numpy name of the stored data type.
+        band_names: names the files give their bands, or empty when they give none.
+        nodata: value marking missing pixels, or None.
+        sar_scale: how SAR chips store backscatter, None when they are not SAR
+            (the rule of :func:`~dspt_geo.data.sar.detect_sar_scale`).
+
+    .. versionadded:: 0.2
+    """
+
+    name: str
+    chips: tuple[ChipFile, ...]
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    nodata: float | None
+    sar_scale: SarScale | None = None
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Band names, ``band_1``, ``band_2``, ... where the files name none."""
+        return self.band_names or tuple(f'band_{i + 1}' for i in range(self.count))
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the samples are complex SAR, converted to backscatter on reading."""
+        return np.dtype(self.dtype).kind == 'c'
+
+    @property
+    def is_sar(self) -> bool:
+        """Whether the chips are SAR backscatter, converted by ``--sar-mode``."""
+        return self.sar_scale is not None
+
+    @property
+    def pixels(self) -> int:
+        """Pixels of all the group's chips."""
+        return sum(c.width * c.height for c in self.chips)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file the group reads."""
+        return tuple(chip.path for chip in self.chips)
+
+
+def discover_groups(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    crs: str | None = None,
+    res: float | None = None,
+    nodata: float | None = None,
+) -> list[SensorGroup | ChipGroup]:
+    """Scan *paths* and group the rasters, and the image chips, by band layout.
+
+    Args:
+        paths: folders (searched recursively) and files.
+        crs: CRS override for every group of georeferenced rasters.
+        res: resolution override for every group of georeferenced rasters.
+        nodata: nodata override for every file.
+
+    Returns:
+        the sensor groups, then the chip groups.
+
+    Raises:
+        NoRastersFoundError: If nothing usable is found.
+
+    .. versionchanged:: 0.2
+       Image chips are accepted (moved here from the pre-training DataModule).
+    """
+    scan = scan_rasters(paths, chips=True)
+    groups: list[SensorGroup | ChipGroup] = []
+    if scan.rasters:
+        groups.extend(group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata))
+    groups.extend(
+        group_chips(scan.chips, nodata=nodata, taken=[g.name for g in groups])
+    )
+    return groups
+
+
+def group_chips(
+    chips: Iterable[ChipFile], *, nodata: float | None = None, taken: Iterable[str] = ()
+) -> list[ChipGroup]:
+    """Group image chips by band layout.
+
+    Args:
+        chips: chips from :func:`~dspt_geo.data.scan_rasters`.
+        nodata: nodata value overriding what the files declare.
+        taken: names already used (by the sensor groups of georeferenced rasters
+            in the same run): a chip group of the same layout is suffixed
+            ``-chips``, as it is sampled differently.
+
+    Returns:
+        groups, the one holding most pixels first.
+
+    .. versionadded:: 0.2
+    """
+    layouts: dict[tuple[int, str, tuple[str, ...]], list[ChipFile]] = defaultdict(list)
+    for chip in chips:
+        layouts[(chip.count, chip.dtype, chip.band_names)].append(chip)
+    used = set(taken)
+    groups = []
+    for (count, dtype, band_names), members in sorted(layouts.items()):
+        name = layout_name(count, dtype, band_names)
+        if name in used:
+            name += '-chips'
+        used.add(name)
+        declared = Counter(c.nodata for c in members if c.nodata is not None)
+        group_nodata = (
+            nodata
+            if nodata is not None
+            else (declared.most_common(1)[0][0] if declared else None)
+        )
+        members = sorted(members, key=lambda c: c.path)
+        groups.append(
+            ChipGroup(
+                name=name,
+                chips=tuple(members),
+                count=count,
+                dtype=dtype,
+                band_names=band_names,
+                nodata=group_nodata,
+                sar_scale=detect_sar_scale(
+                    dtype, band_names, [c.path for c in members], group_nodata
+                ),
+            )
+        )
+    groups.sort(key=lambda g: (-g.pixels, g.name))
+    return groups
 
 
 def group_rasters(

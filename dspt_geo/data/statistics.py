@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..cache import default_cache_dir
+from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
 from .sampling import PatchStream
 
@@ -68,7 +69,7 @@ class BandStatistics:
 
 
 def compute_statistics(
-    dataset: SensorDataset,
+    dataset: SensorDataset | ChipDataset,
     num_patches: int = 64,
     size: int = 256,
     max_pixels: int = 1_000_000,
@@ -77,19 +78,29 @@ def compute_statistics(
     """Estimate per-band statistics from random patches of *dataset*.
 
     Args:
-        dataset: the sensor group's dataset.
-        num_patches: patches to draw.
+        dataset: the sensor group's dataset, or a chip group's (whose samples are
+            whole chips).
+        num_patches: patches (or chips) to draw.
         size: patch size in pixels (shrunk to fit the smallest raster).
         max_pixels: valid pixels per band kept at most (memory bound).
         seed: seed of the patch draw and the pixel subsample.
 
     Returns:
         the statistics.
+
+    .. versionchanged:: 0.2
+       *dataset* may be a :class:`~dspt_geo.data.chips.ChipDataset`.
     """
-    size = min(size, _largest_fitting_size(dataset))
-    stream = PatchStream(
-        dataset, size=size, length=num_patches, min_valid_fraction=1e-6, seed=seed
-    )
+    stream: PatchStream | ChipStream
+    if isinstance(dataset, ChipDataset):
+        stream = ChipStream(
+            dataset, size=None, length=num_patches, min_valid_fraction=1e-6, seed=seed
+        )
+    else:
+        size = min(size, _largest_fitting_size(dataset))
+        stream = PatchStream(
+            dataset, size=size, length=num_patches, min_valid_fraction=1e-6, seed=seed
+        )
     per_patch = max(1, max_pixels // num_patches)
     generator = torch.Generator().manual_seed(seed)
     chunks = []
@@ -114,7 +125,7 @@ def compute_statistics(
 
 
 def load_or_compute_statistics(
-    dataset: SensorDataset,
+    dataset: SensorDataset | ChipDataset,
     cache_dir: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> BandStatistics:
@@ -161,21 +172,20 @@ def _largest_fitting_size(dataset: SensorDataset) -> int:
     return max(1, int(max(sides)))
 
 
-def _fingerprint(dataset: SensorDataset, settings: dict[str, Any]) -> str:
+def _fingerprint(dataset: SensorDataset | ChipDataset, settings: dict[str, Any]) -> str:
     """Hash of everything the statistics depend on."""
     files = []
-    for raster in dataset.group.rasters:
-        for path in raster.paths:
-            stat = os.stat(path)
-            files.append((path, stat.st_size, stat.st_mtime_ns))
+    for path in dataset.group.paths:
+        stat = os.stat(path)
+        files.append((path, stat.st_size, stat.st_mtime_ns))
     key = {
         'version': _STATISTICS_VERSION,
         'files': files,
         'bands': list(dataset.bands),
         'nodata': dataset.nodata,
         'sar': dataset.sar.to_dict() if dataset.sar else None,
-        'crs': dataset.crs.to_wkt(),
-        'res': list(dataset.res),
         'settings': sorted(settings.items()),
     }
+    if isinstance(dataset, SensorDataset):
+        key |= {'crs': dataset.crs.to_wkt(), 'res': list(dataset.res)}
     return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""What the tool sees in a set of raster folders, as data and as text."""
+"""What the tool sees in a set of raster and chip folders, as data and as text."""
 
 import os
 from collections.abc import Iterable
@@ -8,13 +8,18 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
+from .chips import ChipDataset
 from .dataset import SensorDataset
 from .discovery import scan_rasters
-from .groups import group_rasters
+from .groups import ChipGroup, group_chips, group_rasters
 from .sar import SarMode
 from .statistics import load_or_compute_statistics
 
 __all__ = ('describe_rasters', 'format_description')
+
+#: Chips listed per chip group, and skipped files per reason, in the text form
+#: (the JSON lists all).
+_CHIPS_SHOWN = 5
 
 #: Equal-area CRS (World Cylindrical Equal Area) used to report footprints in km^2.
 _EQUAL_AREA = CRS.from_epsg(6933)
@@ -30,7 +35,7 @@ def describe_rasters(
     stats: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Describe the sensor groups found under *paths*.
+    """Describe the sensor groups and chip groups found under *paths*.
 
     Args:
         paths: folders and files, as for :func:`~dspt_geo.data.scan_rasters`.
@@ -42,12 +47,21 @@ def describe_rasters(
         cache_dir: statistics cache folder.
 
     Returns:
-        a JSON-ready dict: ``groups`` (one entry per sensor group) and ``skipped``;
-        a SAR group's ``sar`` holds the stored scale and the conversion decided
-        (``sar_scale``, ``sar_mode``, ``conversion``), else it is None.
+        a JSON-ready dict: ``groups`` (one entry per sensor group), ``chip_groups``
+        (one per band layout of image chips) and ``skipped``; a SAR group's ``sar``
+        holds the stored scale and the conversion decided (``sar_scale``,
+        ``sar_mode``, ``conversion``), else it is None.
+
+    .. versionchanged:: 0.2
+       Image chips are described as ``chip_groups``.
     """
-    scan = scan_rasters(paths)
-    groups = group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata)
+    scan = scan_rasters(paths, chips=True)
+    groups = (
+        group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata)
+        if scan.rasters
+        else []
+    )
+    chip_groups = group_chips(scan.chips, nodata=nodata, taken=[g.name for g in groups])
     described = []
     for group in groups:
         dataset = SensorDataset(group, sar_mode=sar_mode)
@@ -62,9 +76,7 @@ def describe_rasters(
             'band_names_from_files': bool(group.band_names),
             'count': group.count,
             'dtype': group.dtype,
-            'sar': None
-            if dataset.sar is None
-            else {**dataset.sar.to_dict(), 'conversion': str(dataset.sar)},
+            'sar': _sar(dataset),
             'nodata': group.nodata,
             'crs': _crs_name(group.crs),
             'res': list(group.res),
@@ -89,15 +101,56 @@ def describe_rasters(
             ).to_dict()
         described.append(entry)
     skipped = [{'path': s.path, 'reason': s.reason} for s in scan.skipped]
-    return {'groups': described, 'skipped': skipped}
+    return {
+        'groups': described,
+        'chip_groups': [
+            _describe_chips(group, sar_mode, stats, cache_dir) for group in chip_groups
+        ],
+        'skipped': skipped,
+    }
+
+
+def _describe_chips(
+    group: ChipGroup,
+    sar_mode: SarMode,
+    stats: bool,
+    cache_dir: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """JSON-ready description of a chip group."""
+    dataset = ChipDataset(group, sar_mode=sar_mode)
+    widths = [c.width for c in group.chips]
+    heights = [c.height for c in group.chips]
+    entry: dict[str, Any] = {
+        'name': group.name,
+        'bands': list(group.bands),
+        'band_names_from_files': bool(group.band_names),
+        'count': group.count,
+        'dtype': group.dtype,
+        'sar': _sar(dataset),
+        'nodata': group.nodata,
+        'chips': len(group.chips),
+        'size_min': [min(widths), min(heights)],
+        'size_max': [max(widths), max(heights)],
+        'pixels': group.pixels,
+        'formats': sorted({c.driver for c in group.chips}),
+        'files': [{'path': c.path, 'size': [c.width, c.height]} for c in group.chips],
+    }
+    if stats:
+        entry['statistics'] = load_or_compute_statistics(dataset, cache_dir).to_dict()
+    return entry
 
 
 def format_description(description: dict[str, Any]) -> str:
     """Human-readable text of :func:`describe_rasters`'s result."""
     lines = []
     groups = description['groups']
+    chip_groups = description.get('chip_groups', [])
     files = sum(len(g['files']) for g in groups)
-    lines.append(f'{len(groups)} sensor group(s), {files} raster(s)')
+    head = f'{len(groups)} sensor group(s), {files} raster(s)'
+    if chip_groups:
+        chips = sum(g['chips'] for g in chip_groups)
+        head += f'; {len(chip_groups)} chip group(s), {chips} image chip(s)'
+    lines.append(head)
     for group in groups:
         lines.append('')
         kind = ' (SAR)' if group['sar'] else ''
@@ -127,20 +180,73 @@ def format_description(description: dict[str, Any]) -> str:
             lines.append(
                 f'    {raster["path"]}  ({raster["size"][0]} x {raster["size"][1]}, {native})'
             )
-        if 'statistics' in group:
-            stats = group['statistics']
-            lines.append(f'  statistics from {stats["pixels"]} valid pixels per band:')
-            lines.append('    band            mean        std        p02        p98')
-            for i, band in enumerate(stats['bands']):
-                lines.append(
-                    f'    {band:<10} {stats["mean"][i]:>10.4g} {stats["std"][i]:>10.4g} '
-                    f'{stats["p02"][i]:>10.4g} {stats["p98"][i]:>10.4g}'
-                )
+        lines.extend(_format_statistics(group))
+    for group in chip_groups:
+        lines.append('')
+        kind = ' (SAR)' if group['sar'] else ''
+        lines.append(f'{group["name"]}{kind}: image chips, each a sample of its own')
+        lines.append(
+            f'  bands      {group["count"]} x {group["dtype"]}: '
+            + ', '.join(group['bands'])
+        )
+        if group['sar']:
+            lines.append(f'  SAR        {group["sar"]["conversion"]}')
+        lines.append(f'  nodata     {group["nodata"]}')
+        (min_w, min_h), (max_w, max_h) = group['size_min'], group['size_max']
+        size = (
+            f'{min_w} x {min_h}'
+            if (min_w, min_h) == (max_w, max_h)
+            else f'{min_w} x {min_h} to {max_w} x {max_h}'
+        )
+        lines.append(f'  size       {size} px ({group["pixels"] / 1e6:.3g} Mpx)')
+        lines.append(f'  chips      {group["chips"]} ({", ".join(group["formats"])})')
+        shown = group['files'][:_CHIPS_SHOWN]
+        lines.extend(
+            f'    {c["path"]}  ({c["size"][0]} x {c["size"][1]})' for c in shown
+        )
+        if group['chips'] > len(shown):
+            lines.append(
+                f'    ... and {group["chips"] - len(shown)} more (--json lists all)'
+            )
+        lines.extend(_format_statistics(group))
     if description['skipped']:
         lines.append('')
         lines.append(f'{len(description["skipped"])} file(s) skipped:')
-        lines.extend(f'  {s["path"]}: {s["reason"]}' for s in description['skipped'])
+        by_reason: dict[str, list[str]] = {}
+        for skipped in description['skipped']:
+            by_reason.setdefault(skipped['reason'], []).append(skipped['path'])
+        for reason, paths in by_reason.items():
+            lines.append(f'  {reason} ({len(paths)}):')
+            lines.extend(f'    {path}' for path in paths[:_CHIPS_SHOWN])
+            if len(paths) > _CHIPS_SHOWN:
+                lines.append(
+                    f'    ... and {len(paths) - _CHIPS_SHOWN} more (--json lists all)'
+                )
     return '\n'.join(lines)
+
+
+def _sar(dataset: SensorDataset | ChipDataset) -> dict[str, Any] | None:
+    """The SAR scale and conversion decided for a group, or None when not SAR."""
+    if dataset.sar is None:
+        return None
+    return {**dataset.sar.to_dict(), 'conversion': str(dataset.sar)}
+
+
+def _format_statistics(group: dict[str, Any]) -> list[str]:
+    """Lines of a group's statistics table, if it has statistics."""
+    if 'statistics' not in group:
+        return []
+    stats = group['statistics']
+    lines = [
+        f'  statistics from {stats["pixels"]} valid pixels per band:',
+        '    band            mean        std        p02        p98',
+    ]
+    for i, band in enumerate(stats['bands']):
+        lines.append(
+            f'    {band:<10} {stats["mean"][i]:>10.4g} {stats["std"][i]:>10.4g} '
+            f'{stats["p02"][i]:>10.4g} {stats["p98"][i]:>10.4g}'
+        )
+    return lines
 
 
 def _crs_name(crs: CRS) -> str:

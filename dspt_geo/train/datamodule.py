@@ -1,4 +1,4 @@
-"""The pre-training DataModule: raster folders in, normalised augmented batches out."""
+"""The pre-training DataModule: raster and chip folders in, normalised augmented batches out."""
 
 import math
 import os
@@ -11,32 +11,21 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import SensorDataset, SensorGroup, group_rasters, scan_rasters
-from ..data.batches import SensorBatchStream
-from ..data.sampling import PatchStream
+from ..data import SensorGroup
+from ..data.batches import SensorBatchStream, group_dataset, sample_stream
+from ..data.groups import ChipGroup
 from ..data.sar import SarMode
 from ..data.statistics import BandStatistics, load_or_compute_statistics
 from ..data.transforms import normalise, random_resized_crop
 from ..errors import ConfigError
 
-__all__ = ('PretrainDataModule', 'discover_groups')
+__all__ = ('PretrainDataModule',)
 
 # Lightning warns that an IterableDataset with __len__ may repeat data across workers;
 # SensorBatchStream shards itself by worker and rank, and its __len__ is per process.
 warnings.filterwarnings(
     'ignore', message='Your `IterableDataset` has `__len__` defined'
 )
-
-
-def discover_groups(
-    paths: Sequence[str | os.PathLike[str]],
-    *,
-    crs: str | None = None,
-    res: float | None = None,
-    nodata: float | None = None,
-) -> list[SensorGroup]:
-    """Scan *paths* and group the rasters by band layout."""
-    return group_rasters(scan_rasters(paths).rasters, crs=crs, res=res, nodata=nodata)
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -57,7 +46,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        groups: Sequence[SensorGroup],
+        groups: Sequence[SensorGroup | ChipGroup],
         *,
         image_size: int,
         batch_size: int,
@@ -72,8 +61,8 @@ class PretrainDataModule(L.LightningDataModule):
         """Initialise the DataModule.
 
         Args:
-            groups: sensor groups to train on.
-            image_size: patch side in pixels.
+            groups: sensor groups (and chip groups) to train on.
+            image_size: patch side in pixels; smaller chips are enlarged.
             batch_size: patches per batch.
             batches_per_epoch: batches per epoch over all processes.
             stats_dir: folder caching the normalisation statistics.
@@ -90,7 +79,7 @@ class PretrainDataModule(L.LightningDataModule):
             ConfigError: If *crop_scale* is not a range of area shares.
         """
         super().__init__()
-        self.datasets = {g.name: SensorDataset(g, sar_mode=sar_mode) for g in groups}
+        self.datasets = {g.name: group_dataset(g, sar_mode) for g in groups}
         self.image_size = image_size
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch
@@ -170,7 +159,7 @@ class PretrainDataModule(L.LightningDataModule):
         """
         tiles = {}
         for name, dataset in self.datasets.items():
-            stream = PatchStream(
+            stream = sample_stream(
                 dataset,
                 size=self.image_size,
                 length=count,

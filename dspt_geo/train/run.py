@@ -15,11 +15,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..data import SensorGroup, discover_groups
 from ..errors import RunDirError
 from ..models import load_init_weights, save_model_file
 from .callbacks import MetricsCSV, ReconstructionPreview
 from .config import PretrainConfig
-from .datamodule import PretrainDataModule, discover_groups
+from .datamodule import PretrainDataModule
 from .interrupt import stop_on_signals
 from .optim import peak_lr
 from .pretrain import MAEPretrainTask
@@ -238,8 +239,8 @@ def _export(
                 if dataset.sar
                 else {'sar_scale': None, 'sar_mode': None}
             ),
-            'crs': group.crs.to_string(),
-            'res': list(group.res),
+            'crs': group.crs.to_string() if isinstance(group, SensorGroup) else None,
+            'res': list(group.res) if isinstance(group, SensorGroup) else None,
             'statistics': datamodule.statistics[name].to_dict(),
         }
     metadata = {

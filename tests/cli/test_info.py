@@ -63,7 +63,7 @@ def test_folder_without_rasters_is_one_clear_error(tmp_path):
     result = CliRunner().invoke(cli, ['info', str(tmp_path / 'empty')])
 
     assert result.exit_code == 1
-    assert 'Error: no usable georeferenced raster found' in result.output
+    assert 'Error: no usable georeferenced raster or image chip found' in result.output
     assert 'Traceback' not in result.output
 
 
@@ -73,7 +73,10 @@ def test_corrupt_file_is_named_and_the_rest_described(folder):
     result = CliRunner().invoke(cli, ['info', str(folder)])
 
     assert result.exit_code == 0
-    assert 'broken.tif: GDAL cannot open it' in result.output
+    assert (
+        'GDAL cannot open it; the file may be corrupt or cut off (1):' in result.output
+    )
+    assert str(folder / 'broken.tif') in result.stdout
 
 
 def test_missing_path_is_a_usage_error(tmp_path):
@@ -87,3 +90,48 @@ def test_help(command):
     result = CliRunner().invoke(cli, [*command, '--help'])
     assert result.exit_code == 0
     assert 'Usage:' in result.output
+
+
+def test_chip_groups_are_shown_with_count_size_range_and_bands(tmp_path, rng):
+    from PIL import Image
+
+    for i, (rows, cols) in enumerate([(30, 30), (40, 36), (40, 36)]):
+        folder = tmp_path / 'chips' / ('a' if i else 'b')
+        folder.mkdir(parents=True, exist_ok=True)
+        data = rng.integers(0, 255, (rows, cols, 3), dtype=np.uint8)
+        Image.fromarray(data).save(folder / f'{i}.jpg')
+
+    result = CliRunner().invoke(cli, ['info', str(tmp_path / 'chips')])
+
+    assert result.exit_code == 0, result.output
+    assert '1 chip group(s), 3 image chip(s)' in result.output
+    assert '3band-uint8: image chips' in result.output
+    assert 'size       30 x 30 to 36 x 40 px' in result.output
+    assert 'chips      3 (JPEG)' in result.output
+    assert 'WARNING' not in result.output
+
+
+def test_skipped_files_are_summarised_per_reason(tmp_path, raster_writer, rng):
+    raster_writer('d/good.tif', rng.integers(1, 255, (1, 16, 16), dtype=np.uint8))
+    raster_writer('d/empty.tif', np.zeros((1, 16, 16), np.uint8), nodata=0)
+    for i in range(5):
+        (tmp_path / 'd' / f'broken{i}.tif').write_bytes(b'II*\x00' + bytes(range(64)))
+
+    quiet = CliRunner().invoke(cli, ['info', str(tmp_path / 'd')])
+    verbose = CliRunner().invoke(cli, ['-v', 'info', str(tmp_path / 'd')])
+
+    assert quiet.exit_code == 0, quiet.output
+    warnings = [line for line in quiet.stderr.splitlines() if 'WARNING' in line]
+    assert len(warnings) == 2, quiet.stderr
+    (broken,) = [line for line in warnings if 'GDAL cannot open' in line]
+    assert 'skipping 5 files' in broken and 'and 2 more (-v lists all)' in broken
+    assert 'no valid pixel' in ''.join(warnings)
+    # stdout: one line per reason, then the files.
+    assert '6 file(s) skipped:' in quiet.stdout
+    assert (
+        'GDAL cannot open it; the file may be corrupt or cut off (5):' in quiet.stdout
+    )
+    # -v names every file, with GDAL's own message.
+    listed = [line for line in verbose.stderr.splitlines() if 'skipped ' in line]
+    assert len(listed) == 6
+    assert all(f'broken{i}.tif' in verbose.stderr for i in range(5))

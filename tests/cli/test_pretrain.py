@@ -286,3 +286,43 @@ def test_gradient_accumulation_logs_one_row_per_step(optical, tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values())
     assert steps(run) == [1, 2]  # one row per optimiser step, none at step 0
     assert np.isfinite(lrs(run)).all()
+
+
+# Image chips (no georeferencing), alone or beside georeferenced rasters.
+
+
+def test_pretrains_on_a_folder_of_chips_mixed_with_a_geotiff(tmp_path, rng):
+    import rasterio
+    from PIL import Image
+
+    data = tmp_path / 'data'
+    for i in range(4):
+        for suffix, side in (('jpg', 24), ('png', 48)):
+            folder = data / ('forest' if i % 2 else 'river')
+            folder.mkdir(parents=True, exist_ok=True)
+            chip = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+            Image.fromarray(chip).save(folder / f'{i}.{suffix}')
+        with rasterio.open(
+            data / f'ms{i}.tif', 'w', driver='GTiff', width=40, height=40, count=4,
+            dtype='uint16',
+        ) as dst:  # fmt: skip
+            dst.write(rng.integers(1, 5000, (4, 40, 40), dtype=np.uint16))
+    write_sample_rasters(tmp_path / 'geo', size=64)
+
+    run = tmp_path / 'run'
+    result = pretrain(
+        data, tmp_path / 'geo' / 'optical', '--out', run, *TINY_MODEL, '--steps', 6
+    )
+
+    assert result.exit_code == 0, result.output
+    assert 'WARNING: skipping' not in result.output
+    _, metadata = load_model_file(run / 'pretrained.safetensors')
+    sensors = metadata['sensors']
+    assert {name: s['in_chans'] for name, s in sensors.items()} == {
+        '3band-uint8': 3,
+        '4band-uint16': 4,
+        '4band-uint16-blue-green-red-nir': 4,
+    }
+    assert sensors['3band-uint8']['crs'] is None
+    assert sensors['4band-uint16-blue-green-red-nir']['crs'] is not None
+    assert len(steps(run)) == 6

@@ -35,3 +35,16 @@ def test_real_sar_in_db_has_plausible_backscatter(shared_data):
 
     valid = [v[dataset.valid_mask(v)[None]] for v in values]
     assert all(-40 < float(v.median()) < 10 for v in valid if v.numel())
+
+
+def test_uc_merced_tiff_chips_form_one_chip_group(shared_data):
+    from dspt_geo.data import ChipDataset, ChipGroup, ChipStream, discover_groups
+
+    (group,) = discover_groups([shared_data / 'labelled/classification/ucmerced'])
+
+    assert isinstance(group, ChipGroup)
+    assert (group.name, len(group.chips)) == ('3band-uint8', 420)
+    sides = {side for chip in group.chips for side in (chip.width, chip.height)}
+    assert min(sides) < 256 == max(sides), 'a few UC Merced chips are not 256 px'
+    samples = list(ChipStream(ChipDataset(group), size=256, length=24))
+    assert all(s['image'].shape == (3, 256, 256) and s['valid'].all() for s in samples)

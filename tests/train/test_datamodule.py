@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from dspt_geo.data import discover_groups
 from dspt_geo.errors import ConfigError
-from dspt_geo.train.datamodule import PretrainDataModule, discover_groups
+from dspt_geo.train.datamodule import PretrainDataModule
 
 
 def test_views_are_cut_from_larger_windows_and_ignore_the_nodata_fill(

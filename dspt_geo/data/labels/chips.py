@@ -20,14 +20,14 @@ import numpy as np
 import numpy.typing as npt
 import rasterio
 import torch
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadError
-from ..discovery import north_up
+from ..discovery import has_alpha, north_up
 from .classes import ClassTable
 from .windows import ChipWindow, chip_windows
 
@@ -171,20 +171,6 @@ def _open(path: str) -> rasterio.io.DatasetReader:
         raise RasterReadError(msg) from None
 
 
-def _has_alpha(src: rasterio.io.DatasetReader) -> bool:
-    """Whether the last band is transparency (PNG, WebP, GIF with RGBA or LA).
-
-    GeoTIFF bands are all data, as in the data layer: 4-band RGBN GeoTIFFs often
-    flag their near-infrared band as alpha (TIFF ExtraSamples), as the NAIP patches
-    of the sample data do.
-    """
-    return (
-        src.driver != 'GTiff'
-        and src.count in (2, 4)
-        and src.colorinterp[-1] == ColorInterp.alpha
-    )
-
-
 def chip_info(path: str) -> ChipInfo:
     """Read a chip's header.
 
@@ -192,7 +178,7 @@ def chip_info(path: str) -> ChipInfo:
         RasterReadError: If GDAL cannot open the file.
     """
     with _open(path) as src:
-        alpha = _has_alpha(src)
+        alpha = has_alpha(src)
         count = src.count - alpha
         names = tuple(d or '' for d in src.descriptions[:count])
         if not all(names) or len(set(names)) != len(names):
@@ -271,7 +257,7 @@ def _read_chip(
         except RasterioIOError as error:
             msg = f'cannot read chip {path}: {error}'
             raise RasterReadError(msg) from None
-        alpha = _has_alpha(src)
+        alpha = has_alpha(src)
         nodata = src.nodata
     valid = np.ones(data.shape[1:], bool)
     if alpha:
