@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,13 @@ def _inspect(path: Path) -> tuple[str, dict[str, Any]]:
         raise CheckpointError(msg)
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # noqa: BLE001 (any unreadable file is the same user error)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+    ) as error:
         msg = f'{path} is not an encoder a probe reads ({error}); give {_KINDS}'
         raise CheckpointError(msg) from None
     hparams = state.get('hyper_parameters') if isinstance(state, dict) else None

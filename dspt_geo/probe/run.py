@@ -8,6 +8,9 @@ training labels (stratified per class, at least one each) and each seed, a k-NN
 and a logistic-regression classifier (:mod:`~dspt_geo.probe.heads`) are fitted on
 that share and scored on the held-out test split. Pre-training helped where the
 pre-trained encoder beats random init by more than the spread over seeds.
+
+Each encoder sees the images normalised as it was trained (the statistics in its
+file or run folder); the random baseline, which has none, gets the labelled data's.
 """
 
 import dataclasses
