@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError
@@ -182,6 +183,7 @@ def _inspect(path: Path) -> tuple[str, dict[str, Any]]:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except (
         pickle.UnpicklingError,
+        SafetensorError,
         RuntimeError,
         EOFError,
         ValueError,
