@@ -60,6 +60,11 @@ def demo(out_dir: str, overwrite: bool, quick: bool) -> None:
     for label, path in rows:
         click.echo(f'  {label:<{width}}  {path}')
     click.echo(f'  ({result.detection_count} detections)')
+    click.echo(
+        '\nThe probe (runs/probe/probe.png): is the pre-trained encoder better than '
+        'random initialisation on labelled chips?'
+    )
+    click.echo(result.probe_table)
     click.echo('\nTo open it:')
     click.echo(f'  qgis {result.project}')
     click.echo(

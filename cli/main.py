@@ -15,6 +15,7 @@ from .info import info
 from .logs import configure_logging
 from .predict import predict
 from .pretrain import pretrain
+from .probe import probe
 from .qgis_plugin import qgis_plugin
 
 
@@ -49,7 +50,8 @@ def cli(verbose: int, quiet: bool) -> None:
 
     Point `info` at raster folders to see how they will be read; `pretrain`
     continues MAE pre-training on them, `finetune` fine-tunes on labelled data,
-    `evaluate` scores a fine-tuned model.
+    `evaluate` scores a fine-tuned model, `probe` judges encoders by frozen-feature
+    classifiers at few labels.
     """
     configure_logging(verbose, quiet)
 
@@ -58,6 +60,7 @@ cli.add_command(info)
 cli.add_command(pretrain)
 cli.add_command(finetune)
 cli.add_command(evaluate)
+cli.add_command(probe)
 cli.add_command(predict)
 cli.add_command(demo)
 cli.add_command(export)

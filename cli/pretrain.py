@@ -6,6 +6,7 @@ import click
 
 from .logs import route_lightning_logs
 from .options import (
+    MultiValueOption,
     crs_option,
     hardware_options,
     key_values,
@@ -130,6 +131,28 @@ from .options import (
     default=0.5,
     show_default=True,
     help='Skip patches with a smaller share of valid (non-nodata) pixels.',
+)
+@click.option(
+    '--probe-images',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    help='Held-out labelled chips (as finetune classify reads them: class folders, ...) for a k-NN probe of the encoder while training: logged to metrics.csv (probe_knn), the progress bar and previews/probe.png, with a warning while it is below its step-0 (random-init) value after the warm-up. Keep it small (hundreds to a few thousand chips).',
+)
+@click.option(
+    '--probe-labels',
+    cls=MultiValueOption,
+    type=click.Path(exists=True),
+    help='Labels of --probe-images where they are not class folders.',
+)
+@click.option(
+    '--probe-every',
+    type=click.IntRange(min=1),
+    help='Probe every this many steps, at step 0 and at the end (default: every --checkpoint-every).',
+)
+@click.option(
+    '--keep-best-probe',
+    is_flag=True,
+    help='Export the best-probing weights as pretrained.safetensors (the last as pretrained-last.safetensors).',
 )
 @crs_option
 @res_option

@@ -69,6 +69,8 @@ class DemoSettings:
         finetune_batch: fine-tuning batch size.
         score_threshold: detections scoring below are dropped.
         split: the fine-tuning runs' validation split.
+        probe_chip: side of the labelled chips the probe classifies.
+        probe_fractions: label fractions of the probe.
     """
 
     train_size: int = 512
@@ -80,6 +82,8 @@ class DemoSettings:
     finetune_batch: int = 8
     score_threshold: float = 0.3
     split: str = 'auto'
+    probe_chip: int = 32
+    probe_fractions: tuple[float, ...] = (0.1, 1.0)
 
 
 #: The full demo (a few minutes on 2 CPU cores) and the quick one (tests).
@@ -94,6 +98,7 @@ _QUICK = DemoSettings(
     finetune_batch=4,
     score_threshold=0.0,
     split='none',
+    probe_chip=16,
 )
 
 
@@ -112,6 +117,8 @@ class DemoResult:
         models: the model files: ``pretrained``, ``segment`` and ``detect``.
         detection_count: detections written.
         timings: wall time per stage in seconds, and ``total``.
+        probe_table: the probe's table: pre-trained vs random-init encoder,
+            k-NN and logistic accuracy on labelled chips of the landscape.
 
     .. versionadded:: 0.1
     """
@@ -126,6 +133,7 @@ class DemoResult:
     models: dict[str, Path] = field(default_factory=dict)
     detection_count: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    probe_table: str = ''
 
 
 def run_demo(
@@ -136,8 +144,9 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline on built-in synthetic data and write its outputs.
 
-    Writes under *out_dir*: ``data/`` (training rasters, labels, the scene),
-    ``runs/`` (the pre-training and both fine-tuning runs), and the results:
+    Writes under *out_dir*: ``data/`` (training rasters, labels, labelled chips,
+    the scene), ``runs/`` (the pre-training run, its probe against random
+    initialisation, and both fine-tuning runs), and the results:
     ``scene_mask.tif`` and ``scene_detections.gpkg`` with their ``.qml`` styles,
     ``demo.qgz`` and ``demo.png``.
 
@@ -158,6 +167,7 @@ def run_demo(
     """
     from .models import load_finetuned
     from .predict import PredictionSpec, predict_scene, write_qgis_project
+    from .probe import format_table, probe, write_json, write_plot
     from .train import FinetuneConfig, PretrainConfig, finetune, pretrain
 
     settings = _QUICK if quick else _FULL
@@ -201,6 +211,18 @@ def run_demo(
                 checkpoint_every=settings.pretrain_steps,
             )
         )
+
+    with _stage('probe', timings):
+        logger.info('probing the pre-trained encoder against random initialisation')
+        probe_report = probe(
+            [pretrained],
+            [data / 'chips'],
+            out=runs / 'probe',
+            fractions=settings.probe_fractions,
+            image_size=settings.probe_chip,
+        )
+        write_json(probe_report, runs / 'probe' / 'probe.json')
+        write_plot(probe_report, runs / 'probe' / 'probe.png')
 
     models: dict[str, Path] = {'pretrained': pretrained}
     for task, label_file, steps in (
@@ -282,6 +304,7 @@ def run_demo(
         models=models,
         detection_count=detections.detections or 0,
         timings=timings,
+        probe_table=format_table(probe_report),
     )
     marker.write_text(
         json.dumps(
@@ -349,6 +372,7 @@ class _stage:
 def _write_data(data: Path, settings: DemoSettings) -> tuple[Path, Path]:
     """Write the training rasters, labels and scene; return optical file, SAR folder."""
     from .data.synthetic import (
+        write_sample_chips,
         write_sample_labels,
         write_sample_rasters,
         write_sample_scene,
@@ -356,6 +380,9 @@ def _write_data(data: Path, settings: DemoSettings) -> tuple[Path, Path]:
 
     optical, vv, _ = write_sample_rasters(data, size=settings.train_size, seed=0)
     write_sample_labels(data, size=settings.train_size, seed=0)
+    write_sample_chips(
+        data / 'chips', size=settings.train_size, seed=0, chip=settings.probe_chip
+    )
     write_sample_scene(data / 'scene' / 'scene.tif', size=settings.scene_size, seed=7)
     logger.info(
         'wrote a %d px training landscape (optical, SAR, labels) and a %d px scene '

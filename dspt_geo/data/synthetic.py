@@ -26,6 +26,7 @@ __all__ = (
     'LANDSCAPE_COLOURS',
     'builtin_sample',
     'landscape',
+    'write_sample_chips',
     'write_sample_labels',
     'write_sample_rasters',
     'write_sample_scene',
@@ -235,6 +236,54 @@ def write_sample_labels(
     ).to_file(tmp, layer='buildings')
     os.replace(tmp, vectors)
     return [raster, table, vectors]
+
+
+def write_sample_chips(
+    folder: str | os.PathLike[str], size: int = 512, seed: int = 0, chip: int = 32
+) -> list[Path]:
+    """Cut the sample landscape's optical image into labelled class-folder chips.
+
+    Each *chip* x *chip* window without nodata becomes ``CLASS/chip_ROW_COL.tif``
+    (georeferenced, 4 bands uint16) in the folder of its majority land-cover class,
+    the layout ``dspt-geo probe`` and ``finetune classify`` read. The pixels are
+    those of :func:`write_sample_rasters` with the same *size* and *seed*.
+
+    Args:
+        folder: output folder (created).
+        size: side of the landscape in pixels.
+        seed: random seed.
+        chip: side of the chips in pixels.
+
+    Returns:
+        the written chips.
+
+    .. versionadded:: 0.1
+    """
+    root = Path(folder)
+    rng = np.random.default_rng(seed + 1)
+    classes = landscape(size, seed)
+    optical = _render_optical(classes, rng)
+    edge = _swath_edge(size)
+    written = []
+    for row in range(0, size - chip + 1, chip):
+        for col in range(0, size - chip + 1, chip):
+            window = (slice(row, row + chip), slice(col, col + chip))
+            if edge[window].any():
+                continue
+            label = int(np.bincount(classes[window].ravel()).argmax())
+            path = root / LANDSCAPE_CLASSES[label] / f'chip_{row:04d}_{col:04d}.tif'
+            origin = (_ORIGIN[0] + col * _PIXEL, _ORIGIN[1] - row * _PIXEL)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            profile = {
+                'driver': 'GTiff', 'width': chip, 'height': chip, 'count': 4,
+                'dtype': optical.dtype.name, 'crs': _CRS,
+                'transform': from_origin(*origin, _PIXEL, _PIXEL),
+            }  # fmt: skip
+            with rasterio.open(path, 'w', **profile) as dst:
+                dst.write(optical[:, window[0], window[1]])
+                dst.descriptions = ('blue', 'green', 'red', 'nir')
+            written.append(path)
+    return written
 
 
 def write_sample_scene(

@@ -125,6 +125,10 @@ class MetricsCSV(L.Callback):
                 row[name] = f'{float(metrics[name]):.6g}'
         self._write([row], mode='a')
 
+    def append(self, row: dict[str, Any]) -> None:
+        """Append one row (first process only; columns not in the header are dropped)."""
+        self._write([row], mode='a')
+
     def _write(
         self, rows: list[dict[str, Any]], mode: str, path: Path | None = None
     ) -> None:

@@ -167,11 +167,22 @@ class PretrainConfig(RunConfig):
     checkpoint_every: int = 500
     #: Write a row of ``metrics.csv`` every this many optimiser steps.
     log_every: int = 10
+    #: Held-out labelled chips for a k-NN probe while training (issue 12), as
+    #: ``finetune classify`` reads them; none: no probe.
+    probe_images: list[str] = field(default_factory=list)
+    probe_labels: list[str] = field(default_factory=list)
+    #: Probe every this many optimiser steps; None: every ``checkpoint_every``.
+    probe_every: int | None = None
+    #: Export the best-probing weights as the model (the last as
+    #: ``pretrained-last.safetensors``).
+    keep_best_probe: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         """Normalise types that YAML cannot tell apart."""
         self.paths = [str(p) for p in self.paths]
+        self.probe_images = [str(p) for p in _as_list(self.probe_images)]
+        self.probe_labels = [str(p) for p in _as_list(self.probe_labels)]
         self.out = str(self.out)
         self.crop_scale = (float(self.crop_scale[0]), float(self.crop_scale[1]))
         if isinstance(self.devices, str) and self.devices.isdigit():

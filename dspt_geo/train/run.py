@@ -3,7 +3,8 @@
 The run folder holds ``config.yaml`` (the resolved configuration), ``checkpoints/``
 (every ``checkpoint_every`` steps and ``last.ckpt``), ``metrics.csv``, ``previews/``
 (reconstructions per epoch), ``stats/`` (normalisation statistics) and, at the end,
-``pretrained.safetensors``. Running again into a folder with checkpoints resumes
+``pretrained.safetensors``; with a probe set, ``previews/probe.png`` and, with
+``keep_best_probe``, ``pretrained-last.safetensors``. Running again into a folder with checkpoints resumes
 from ``last.ckpt``; a finished run is never overwritten without ``overwrite``.
 """
 
@@ -16,7 +17,8 @@ import lightning as L
 import torch
 
 from ..data import SensorGroup, discover_groups
-from ..errors import RunDirError
+from ..data.labels import open_labelled
+from ..errors import ConfigError, RunDirError
 from ..models import load_init_weights, save_model_file
 from .callbacks import MetricsCSV, ReconstructionPreview
 from .config import PretrainConfig
@@ -24,6 +26,7 @@ from .datamodule import PretrainDataModule
 from .interrupt import stop_on_signals
 from .optim import peak_lr
 from .pretrain import MAEPretrainTask
+from .probe_callback import PROBE_COLUMN, KNNProbe
 from .rundir import (
     build_trainer,
     check_run_dir,
@@ -39,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: Name of the exported model in the run folder.
 MODEL_FILE = 'pretrained.safetensors'
 
+#: The last weights, when the best-probing ones are the model (``keep_best_probe``).
+LAST_MODEL_FILE = 'pretrained-last.safetensors'
+
 #: What the run folder holds; ``overwrite`` removes these and nothing else.
 _RUN_CONTENTS = (
     'config.yaml',
@@ -47,6 +53,7 @@ _RUN_CONTENTS = (
     'previews',
     'stats',
     MODEL_FILE,
+    LAST_MODEL_FILE,
 )
 
 #: Settings that fix the model's shape: a run resumes only if they are unchanged.
@@ -158,11 +165,17 @@ def pretrain(
     prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
     datamodule.prepare_data()
     datamodule.setup('fit')
+    probe = (
+        _probe(config, datamodule, sensors, trainer, task)
+        if config.probe_images
+        else None
+    )
     trainer.callbacks.extend(
         [
             ReconstructionPreview(
                 run / 'previews', datamodule.preview_batches(), sensors
             ),
+            *([probe] if probe is not None else []),
             *callbacks,
         ]
     )
@@ -174,9 +187,56 @@ def pretrain(
     save_last_checkpoint(trainer, run)
     path = run / MODEL_FILE
     if trainer.is_global_zero:
-        _export(path, task, datamodule, config, trainer, time.time() - started)
+        seconds = time.time() - started
+        if probe is not None and probe.best_state is not None:
+            _export(
+                run / LAST_MODEL_FILE, task, datamodule, config, trainer, seconds, probe
+            )
+            task.model.load_state_dict(probe.best_state)
+            logger.info(
+                'exporting the best-probing weights (step %s); the last are in %s',
+                probe.best_step,
+                LAST_MODEL_FILE,
+            )
+        _export(path, task, datamodule, config, trainer, seconds, probe)
         logger.info('wrote %s', path)
     return path
+
+
+def _probe(
+    config: PretrainConfig,
+    datamodule: PretrainDataModule,
+    sensors: dict[str, list[str]],
+    trainer: L.Trainer,
+    task: MAEPretrainTask,
+) -> KNNProbe:
+    """The k-NN probe on the held-out labelled chips, for the group they fit."""
+    data = open_labelled(
+        'classify',
+        config.probe_images,
+        config.probe_labels or None,
+        size=config.image_size,
+        seed=config.seed,
+    )
+    fitting = [name for name, bands in sensors.items() if tuple(bands) == data.bands]
+    fitting = fitting or [n for n, b in sensors.items() if len(b) == data.in_chans]
+    if not fitting:
+        msg = (
+            f'--probe-images have {data.in_chans} bands; no sensor group being '
+            f'pre-trained has as many ({ {n: len(b) for n, b in sensors.items()} })'
+        )
+        raise ConfigError(msg)
+    metrics = next(c for c in trainer.callbacks if isinstance(c, MetricsCSV))
+    return KNNProbe(
+        data,
+        datamodule.statistics[fitting[0]],
+        fitting[0],
+        every_n_steps=config.probe_every or config.checkpoint_every,
+        folder=config.run_dir / 'previews',
+        warmup_steps=config.warmup_steps,
+        metrics=metrics,
+        keep_best=config.keep_best_probe,
+    )
 
 
 def _prepare_resume(
@@ -210,7 +270,16 @@ def _trainer(config: PretrainConfig, run: Path, *, multi_sensor: bool) -> L.Trai
         strategy = 'ddp_find_unused_parameters_true'
     return build_trainer(
         config,
-        callbacks=[MetricsCSV(run / 'metrics.csv', config.log_every)],
+        callbacks=[
+            MetricsCSV(
+                run / 'metrics.csv',
+                config.log_every,
+                fields=(
+                    *MetricsCSV.FIELDS,
+                    *([PROBE_COLUMN] if config.probe_images else []),
+                ),
+            )
+        ],
         strategy=strategy,
         accumulate_grad_batches=config.accumulate,
     )
@@ -223,6 +292,7 @@ def _export(
     config: PretrainConfig,
     trainer: L.Trainer,
     seconds: float,
+    probe: KNNProbe | None = None,
 ) -> None:
     """Write the self-describing model file for the fine-tuners."""
     model = task.model
@@ -271,5 +341,13 @@ def _export(
             'world_size': trainer.world_size,
         },
     }
+    if probe is not None and probe.history:
+        metadata['training']['probe'] = {
+            'knn_accuracy': [[step, value] for step, value in probe.history],
+            'best_step': probe.best_step,
+            'exported': 'best'
+            if probe.best_state is not None and path.name == MODEL_FILE
+            else 'last',
+        }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_model_file(path, state, metadata)

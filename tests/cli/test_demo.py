@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import time
 import zipfile
@@ -30,6 +31,17 @@ def test_quick_demo_runs_through_the_cli(quick_demo):
     assert seconds < 60
     assert f'qgis {out / "demo.qgz"}' in result.output
     assert 'not the accuracy of a real run' in result.output
+
+
+def test_the_demo_probes_against_random_init(quick_demo):
+    out, result, _ = quick_demo
+
+    report = json.loads((out / 'runs' / 'probe' / 'probe.json').read_text())
+    assert [e['name'] for e in report['encoders']][1] == 'random'
+    assert report['encoders'][0]['name'].endswith('pretrained.safetensors')
+    assert (out / 'runs' / 'probe' / 'probe.png').stat().st_size > 0
+    table = result.output[result.output.index('test accuracy') :]
+    assert 'random' in table and 'knn' in table and 'logistic' in table
 
 
 def test_the_mask_is_a_cog_on_the_scene_grid(quick_demo):

@@ -47,6 +47,7 @@ from .split import (
     SplitSpec,
     assign_blocks,
     block_keys,
+    stratified_fraction,
 )
 from .vectors import VectorLabels, read_table
 from .windows import SceneWindows, axis_windows
@@ -84,4 +85,5 @@ __all__ = (
     'read_coco',
     'read_table',
     'read_voc',
+    'stratified_fraction',
 )

@@ -41,6 +41,7 @@ __all__ = (
     'random_assign',
     'split_from_path',
     'split_from_value',
+    'stratified_fraction',
 )
 
 SplitName = Literal['train', 'val', 'test']
@@ -254,6 +255,44 @@ def random_assign(
     """Seeded split of *count* items (see :func:`assign_blocks`, one block each)."""
     splits = assign_blocks(range(count), val_fraction, test_fraction, seed)
     return [splits[i] for i in range(count)]
+
+
+def stratified_fraction(
+    labels: Sequence[int], fraction: float, seed: int = 0
+) -> list[int]:
+    """A seeded, class-stratified share of items: the few-label setting.
+
+    Of each class's *n* items, ``round(n * fraction)`` are kept, and at least one, so
+    every class stays represented at 1 % of the labels. Items are ranked by a hash
+    of (*seed*, class, position), as :func:`assign_blocks` ranks blocks: the draw is
+    the same on every machine, and a smaller fraction is a subset of a larger one
+    under the same seed.
+
+    Args:
+        labels: class index of each item.
+        fraction: share of each class to keep, in (0, 1].
+        seed: seed of the draw.
+
+    Returns:
+        the kept items' positions in *labels*, ascending.
+
+    Raises:
+        ValueError: If *fraction* is not in (0, 1].
+
+    .. versionadded:: 0.1
+    """
+    if not 0 < fraction <= 1:
+        msg = f'label fraction must be in (0, 1], got {fraction}'
+        raise ValueError(msg)
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(position)
+    kept: list[int] = []
+    for label, positions in by_class.items():
+        count = max(1, round(len(positions) * fraction))
+        ranked = sorted(positions, key=lambda i: _rank(seed, (label, i)))
+        kept.extend(ranked[:count])
+    return sorted(kept)
 
 
 def summarise(splits: Sequence[SplitName]) -> str:
