@@ -24,10 +24,10 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_iou
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import box_iou
 
 __all__ = ('MONITORED', 'TaskMetrics')
 

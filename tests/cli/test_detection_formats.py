@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from dspt_geo.models.finetuned import load_finetuned
+
+from dspt_geo.models import load_finetuned
 
 
 @pytest.mark.parametrize('kind', ['nwpu', 'hrsc', 'dota'])
@@ -31,7 +32,9 @@ def test_finetune_then_evaluate_on_the_data_sets_own_files(
         'dota': ['plane', 'small-vehicle'],
     }[kind]  # fmt: skip
     report_path = tmp_path / 'eval.json'
-    result = cli_run('evaluate', run / 'model.safetensors', *data, '--json', report_path)
+    result = cli_run(
+        'evaluate', run / 'model.safetensors', *data, '--json', report_path
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert 0 <= report['map_50'] <= 1

@@ -351,7 +351,9 @@ def open_labelled(
             if kinds == {'voc'}:
                 return _open_voc(image_paths, label_paths, options)
             if len(kinds) == 1 and kinds <= {'nwpu', 'hrsc', 'dota'}:
-                return _open_dataset_boxes(kinds.pop(), image_paths, label_paths, options)
+                return _open_dataset_boxes(
+                    kinds.pop(), image_paths, label_paths, options
+                )
             if kinds <= {'vector', 'table'}:
                 return _open_vector_scenes(image_paths, label_paths, options)
             msg = f'cannot tell the detection label format of {label_paths}'

@@ -34,22 +34,29 @@ def is_hrsc_file(path: str | os.PathLike[str]) -> bool:
 
 def _box(item: ET.Element, source: str) -> list[float]:
     """``x0, y0, x1, y1`` of an object: its ``box_*``, else its rotated box's bounds."""
-    corners = [item.findtext(k) for k in ('box_xmin', 'box_ymin', 'box_xmax', 'box_ymax')]
+    corners = [
+        (item.findtext(k) or '').strip()
+        for k in ('box_xmin', 'box_ymin', 'box_xmax', 'box_ymax')
+    ]
+    rotated = [
+        (item.findtext(k) or '').strip()
+        for k in ('mbox_cx', 'mbox_cy', 'mbox_w', 'mbox_h', 'mbox_ang')
+    ]
     try:
-        if all(c is not None and c.strip() for c in corners):
-            return [float(c) for c in corners]  # type: ignore[arg-type]
-        cx, cy, w, h, angle = (
-            float(item.findtext(k) or 'nan')
-            for k in ('mbox_cx', 'mbox_cy', 'mbox_w', 'mbox_h', 'mbox_ang')
-        )
+        if all(corners):
+            return [float(c) for c in corners]
+        if all(rotated):
+            cx, cy, w, h, angle = (float(v) for v in rotated)
+            half_w = (abs(w * math.cos(angle)) + abs(h * math.sin(angle))) / 2
+            half_h = (abs(w * math.sin(angle)) + abs(h * math.cos(angle))) / 2
+            return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
     except ValueError:
-        cx = math.nan
-    if math.isnan(cx):
-        msg = f'{source}: an HRSC_Object has neither box_xmin..box_ymax nor mbox_cx..mbox_ang'
-        raise LabelError(msg)
-    half_w = (abs(w * math.cos(angle)) + abs(h * math.sin(angle))) / 2
-    half_h = (abs(w * math.sin(angle)) + abs(h * math.cos(angle))) / 2
-    return [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+        pass
+    msg = (
+        f'{source}: an HRSC_Object has no number in box_xmin..box_ymax nor in '
+        'mbox_cx..mbox_ang'
+    )
+    raise LabelError(msg)
 
 
 def read_hrsc(
@@ -90,9 +97,13 @@ def read_hrsc(
         for item in tree.iterfind('HRSC_Objects/HRSC_Object'):
             boxes.append(_box(item, xml_path))
             labels.append((item.findtext('Class_ID') or '').strip() or 'ship')
-            difficult.append((item.findtext('difficult') or '0').strip() not in {'', '0'})
+            difficult.append(
+                (item.findtext('difficult') or '0').strip() not in {'', '0'}
+            )
         parent = Path(xml_path).parent
-        folders = [str(root)] if root is not None else [str(parent.parent / 'AllImages')]
+        folders = (
+            [str(root)] if root is not None else [str(parent.parent / 'AllImages')]
+        )
         image = locate_image(stem, folders, cache)
         if image is None:
             missing.append(stem)

@@ -36,7 +36,9 @@ NWPU_CLASSES = (
 
 _NUMBER = r'\s*(-?\d+(?:\.\d*)?)\s*'
 #: One box line, spaces allowed anywhere: ``(563, 478),(630, 573),1``.
-_LINE = re.compile(rf'^\({_NUMBER},{_NUMBER}\)\s*,\s*\({_NUMBER},{_NUMBER}\)\s*,\s*(\d+)\s*$')
+_LINE = re.compile(
+    rf'^\({_NUMBER},{_NUMBER}\)\s*,\s*\({_NUMBER},{_NUMBER}\)\s*,\s*(\d+)\s*$'
+)
 
 
 def _first_line(path: str) -> str:

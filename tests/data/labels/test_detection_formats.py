@@ -61,7 +61,9 @@ def test_hrsc_boxes_classes_difficult(tmp_path, detection_sets):
         '100000002.bmp',
         '100000003.bmp',
     ]
-    np.testing.assert_array_equal(records[0].boxes, [[10, 10, 30, 40], [40, 20, 58, 36]])
+    np.testing.assert_array_equal(
+        records[0].boxes, [[10, 10, 30, 40], [40, 20, 58, 36]]
+    )
     assert records[0].labels == ['100000002', '100000002']
     assert records[0].difficult.tolist() == [False, True]
     assert records[1].labels == ['100000003']
@@ -129,9 +131,13 @@ def test_open_labelled_tells_the_format(kind, tmp_path, detection_sets):
         'dota': ('plane', 'small-vehicle'),
     }[kind]
     assert data.class_table.names == names
-    batch = next(iter(DataLoader(data.train, batch_size=3, collate_fn=collate_labelled)))
+    batch = next(
+        iter(DataLoader(data.train, batch_size=3, collate_fn=collate_labelled))
+    )
     objects = list(written.objects.values())
-    for boxes, labels, items in zip(batch['boxes'], batch['labels'], objects, strict=True):
+    for boxes, labels, items in zip(
+        batch['boxes'], batch['labels'], objects, strict=True
+    ):
         kept = [(box, name) for box, name, difficult in items if not difficult]
         expected = torch.tensor([box for box, _ in kept], dtype=torch.float32)
         torch.testing.assert_close(boxes, expected.clamp(max=64))  # clipped to 64 px
@@ -174,4 +180,6 @@ def test_detections_of_ignored_boxes_are_neither_hits_nor_misses():
     without = metrics.compute()['map_50']
 
     assert with_ignore == pytest.approx(1.0)
-    assert without < 0.99, 'the detection of the difficult box would be a false positive'
+    assert without < 0.99, (
+        'the detection of the difficult box would be a false positive'
+    )
