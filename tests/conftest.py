@@ -220,3 +220,132 @@ def mask_files() -> SimpleNamespace:
         aux_xml_categories=aux_xml_categories,
         qml=qml,
     )
+
+
+# -- the detection data sets' own layouts (NWPU VHR-10, HRSC2016, DOTA) ----------------
+
+#: Per data set, per image stem: (x0, y0, x1, y1 pixel box, class as written,
+#: difficult) of each object in its 64 x 64 image.
+DETECTION_OBJECTS: dict[str, dict[str, list[tuple[tuple[int, ...], str, bool]]]] = {
+    'nwpu': {
+        '001': [((8, 10, 24, 30), '1', False), ((40, 40, 60, 56), '10', False)],
+        '002': [((4, 4, 20, 20), '2', False)],
+        '003': [((30, 8, 50, 28), '1', False)],
+    },
+    'hrsc': {
+        '100000001': [
+            ((10, 10, 30, 40), '100000002', False),
+            ((40, 20, 58, 36), '100000002', True),
+        ],
+        '100000002': [((5, 30, 25, 50), '100000003', False)],
+        '100000003': [((30, 5, 50, 25), '100000002', False)],
+    },
+    'dota': {
+        'P0000': [
+            ((10, 10, 30, 30), 'plane', False),
+            ((40, 40, 60, 60), 'small-vehicle', True),
+            ((50, 5, 70, 20), 'plane', False),  # past the image's right edge
+        ],
+        'P0001': [((5, 30, 25, 50), 'small-vehicle', False)],
+        'P0002': [((30, 5, 50, 25), 'plane', False)],
+    },
+}
+
+
+def _bright_boxes(path: Path, boxes: Sequence[tuple[int, ...]], seed: int) -> None:
+    """A dark noisy 64 x 64 RGB image with bright boxes, in the format of its suffix."""
+    data = np.random.default_rng(seed).integers(0, 60, (64, 64, 3), dtype=np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        data[y0:y1, x0:x1] = 230
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data).save(path)
+
+
+def _nwpu_line(box: tuple[int, ...], name: str, k: int) -> str:
+    """``(x1,y1),(x2,y2),c``; every other line spaced as some releases are."""
+    x0, y0, x1, y1 = box
+    sep = ', ' if k % 2 else ','
+    return f'({x0}{sep}{y0}),({x1}{sep}{y1}),{name}'
+
+
+def _hrsc_xml(stem: str, objects: list[tuple[tuple[int, ...], str, bool]]) -> str:
+    """An ``HRSC_Image`` annotation as in HRSC2016's FullDataSet/Annotations."""
+    items = ''.join(
+        f'<HRSC_Object><Object_ID>{k}</Object_ID><Class_ID>{name}</Class_ID>'
+        '<Object_NO>1</Object_NO><truncated>0</truncated>'
+        f'<difficult>{int(difficult)}</difficult><box_xmin>{x0}</box_xmin>'
+        f'<box_ymin>{y0}</box_ymin><box_xmax>{x1}</box_xmax><box_ymax>{y1}</box_ymax>'
+        f'<mbox_cx>{(x0 + x1) / 2}</mbox_cx><mbox_cy>{(y0 + y1) / 2}</mbox_cy>'
+        f'<mbox_w>{x1 - x0}</mbox_w><mbox_h>{y1 - y0}</mbox_h><mbox_ang>0</mbox_ang>'
+        '<header_x>0</header_x><header_y>0</header_y></HRSC_Object>'
+        for k, ((x0, y0, x1, y1), name, difficult) in enumerate(objects)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<HRSC_Image>'
+        f'<Img_ID>{stem}</Img_ID><Place_ID>100000001</Place_ID>'
+        f'<Img_FileName>{stem}</Img_FileName><Img_FileFmt>bmp</Img_FileFmt>'
+        '<Img_SizeWidth>64</Img_SizeWidth><Img_SizeHeight>64</Img_SizeHeight>'
+        '<Img_SizeDepth>3</Img_SizeDepth><Img_Resolution>1.07</Img_Resolution>'
+        f'<HRSC_Objects>{items}</HRSC_Objects></HRSC_Image>\n'
+    )
+
+
+def _dota_line(box: tuple[int, ...], name: str, difficult: bool, k: int) -> str:
+    """A DOTA object: clockwise corners; every other one a diamond in its box."""
+    x0, y0, x1, y1 = box
+    if k % 2:
+        cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+        corners = [cx, y0, x1, cy, cx, y1, x0, cy]
+    else:
+        corners = [x0, y0, x1, y0, x1, y1, x0, y1]
+    return ' '.join(map(str, [*corners, name, int(difficult)]))
+
+
+def write_detection_set(kind: str, root: Path) -> SimpleNamespace:
+    """Write a tiny data set in the file layout of the real NWPU VHR-10, HRSC2016 or DOTA.
+
+    Returns:
+        ``images`` and ``labels`` (the paths to give), ``objects`` (the written
+        objects, :data:`DETECTION_OBJECTS`).
+    """
+    objects = DETECTION_OBJECTS[kind]
+    for seed, (stem, items) in enumerate(objects.items()):
+        boxes = [box for box, _, _ in items]
+        match kind:
+            case 'nwpu':
+                top = root / 'NWPU VHR-10 dataset'
+                _bright_boxes(top / 'positive image set' / f'{stem}.jpg', boxes, seed)
+                # Negative images reuse the stems: the reader must not take them.
+                _bright_boxes(top / 'negative image set' / f'{stem}.jpg', [], seed)
+                text = '\n'.join(
+                    _nwpu_line(box, name, k) for k, (box, name, _) in enumerate(items)
+                )
+                (top / 'ground truth').mkdir(parents=True, exist_ok=True)
+                (top / 'ground truth' / f'{stem}.txt').write_text(text + '\n\n')
+                images, labels = [top], [top / 'ground truth']
+            case 'hrsc':
+                top = root / 'HRSC2016' / 'FullDataSet'
+                _bright_boxes(top / 'AllImages' / f'{stem}.bmp', boxes, seed)
+                (top / 'Annotations').mkdir(parents=True, exist_ok=True)
+                (top / 'Annotations' / f'{stem}.xml').write_text(_hrsc_xml(stem, items))
+                images, labels = [top / 'AllImages'], [top / 'Annotations']
+            case _:
+                top = root / 'DOTA'
+                split = 'val' if stem == 'P0002' else 'train'
+                _bright_boxes(top / split / 'images' / f'{stem}.png', boxes, seed)
+                lines = ['imagesource:GoogleEarth', 'gsd:0.146343590398']
+                lines += [
+                    _dota_line(box, name, difficult, k)
+                    for k, (box, name, difficult) in enumerate(items)
+                ]
+                (top / split / 'labelTxt').mkdir(parents=True, exist_ok=True)
+                (top / split / 'labelTxt' / f'{stem}.txt').write_text('\n'.join(lines))
+                images = [top]
+                labels = [top / 'train' / 'labelTxt', top / 'val' / 'labelTxt']
+    return SimpleNamespace(images=images[0], labels=labels, objects=objects)
+
+
+@pytest.fixture(scope='session')
+def detection_sets() -> Callable[[str, Path], SimpleNamespace]:
+    """Writer of tiny NWPU VHR-10, HRSC2016 and DOTA sets in their real layouts."""
+    return write_detection_set

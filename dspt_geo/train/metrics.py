@@ -9,7 +9,10 @@ evaluate``, so both report the same numbers on the same data:
   predictions), per-class IoU and F1, pixel accuracy, from one confusion matrix
   of labelled pixels;
 * detection: COCO mAP@0.5 and mAP@[.5:.95], overall and per class (torchmetrics'
-  ``MeanAveragePrecision`` on pycocotools).
+  ``MeanAveragePrecision`` on pycocotools). It has no "ignore" ground truth, so
+  batches with ``ignore_boxes`` (difficult objects) are scored as Pascal VOC does:
+  those boxes are not ground truth (no miss), and a detection whose best overlap
+  of its class is an ignored box, at IoU >= 0.5, is dropped (no false positive).
 
 The states are torchmetrics states, so under DDP every process adds its share
 and :meth:`TaskMetrics.compute` reports on all of them.
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import box_iou
 
 __all__ = ('MONITORED', 'TaskMetrics')
 
@@ -139,6 +143,16 @@ class TaskMetrics(nn.Module):
                 cx = (boxes[:, 0] + boxes[:, 2]) / 2
                 cy = (boxes[:, 1] + boxes[:, 3]) / 2
                 keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            if 'ignore_boxes' in batch:
+                keep = ~_matches_ignored(
+                    boxes,
+                    labels - 1,
+                    batch['boxes'][i].to(boxes.device),
+                    batch['labels'][i].to(boxes.device),
+                    batch['ignore_boxes'][i].to(boxes.device),
+                    batch['ignore_labels'][i].to(boxes.device),
+                )
                 boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             preds.append(
                 {'boxes': boxes.float(), 'scores': scores.float(), 'labels': labels - 1}
@@ -262,6 +276,38 @@ class TaskMetrics(nn.Module):
             name: math.nan if report[name] is None else float(report[name])
             for name in names
         }
+
+
+def _matches_ignored(
+    boxes: Tensor,
+    labels: Tensor,
+    truth: Tensor,
+    truth_labels: Tensor,
+    ignored: Tensor,
+    ignored_labels: Tensor,
+) -> Tensor:
+    """Detections whose best same-class overlap is an ignored box, at IoU >= 0.5.
+
+    Args:
+        boxes: (N, 4) detections.
+        labels: (N,) their class indices.
+        truth: (M, 4) ground-truth boxes.
+        truth_labels: (M,) their class indices.
+        ignored: (K, 4) ignored (difficult) boxes.
+        ignored_labels: (K,) their class indices.
+
+    Returns:
+        (N,) bool, True for the detections to leave out.
+    """
+    if len(boxes) == 0 or len(ignored) == 0:
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    same = labels[:, None] == ignored_labels[None, :]
+    best_ignored = (box_iou(boxes.float(), ignored.float()) * same).amax(dim=1)
+    best_truth = torch.zeros_like(best_ignored)
+    if len(truth):
+        same = labels[:, None] == truth_labels[None, :]
+        best_truth = (box_iou(boxes.float(), truth.float()) * same).amax(dim=1)
+    return (best_ignored >= 0.5) & (best_ignored > best_truth)
 
 
 def _ratio(numerator: Tensor | int, denominator: Tensor | int) -> float | None:

@@ -2,7 +2,7 @@
 
 Start at :func:`open_labelled`, which reads labels in the forms users have them
 (class folders, chip tables, points, label rasters, polygons, colour masks, COCO,
-Pascal VOC), derives the :class:`ClassTable` once, splits train / validation / test
+Pascal VOC, NWPU VHR-10, HRSC2016, DOTA), derives the :class:`ClassTable` once, splits train / validation / test
 (folders, a column, or spatial blocks) and returns torch datasets:
 
 * classification: ``{'image': float32 (C, H, W), 'label': int64 (), 'valid'}``
@@ -36,7 +36,10 @@ from .chips import (
     read_chip,
 )
 from .classes import DEFAULT_IGNORE_INDEX, ClassTable, default_palette
+from .dota import read_dota
 from .formats import read_class_folders, read_coco, read_voc
+from .hrsc import read_hrsc
+from .nwpu import NWPU_CLASSES, read_nwpu
 from .rasters import RasterLabels
 from .scenes import LocationClassificationDataset, SceneDataset
 from .split import (
@@ -54,6 +57,7 @@ from .windows import SceneWindows, axis_windows
 
 __all__ = (
     'DEFAULT_IGNORE_INDEX',
+    'NWPU_CLASSES',
     'TASKS',
     'BlockSplit',
     'ChipClassificationDataset',
@@ -83,6 +87,9 @@ __all__ = (
     'read_chip',
     'read_class_folders',
     'read_coco',
+    'read_dota',
+    'read_hrsc',
+    'read_nwpu',
     'read_table',
     'read_voc',
     'stratified_fraction',

@@ -12,6 +12,9 @@ segment    image chips / mask chips (values or colours)    mask chips
 detect     rasters / polygons or boxes (+ class column)    vector labels
 detect     image chips / COCO JSON                         COCO
 detect     image chips / Pascal VOC XML files or folder    VOC
+detect     image chips / NWPU VHR-10 ``ground truth``      NWPU VHR-10
+detect     image chips / HRSC2016 XML files or folder      HRSC2016
+detect     image chips / DOTA ``labelTxt`` files or folder DOTA
 ========== =============================================== =========================
 
 The class table is read or derived once and shared by every split, so the model's
@@ -58,6 +61,7 @@ from .chips import (
     zip_location,
 )
 from .classes import DEFAULT_IGNORE_INDEX, ClassTable
+from .dota import is_dota_file, read_dota
 from .formats import (
     CLASS_COLUMNS,
     SPLIT_COLUMNS,
@@ -69,6 +73,8 @@ from .formats import (
     read_coco,
     read_voc,
 )
+from .hrsc import is_hrsc_file, read_hrsc
+from .nwpu import is_nwpu_file, nwpu_class_table, read_nwpu
 from .rasters import RasterLabels, scan_label_values
 from .scenes import (
     LocationClassificationDataset,
@@ -139,7 +145,8 @@ class LabelledData:
         test: the test dataset, or None.
         reader: which reader opened the data (``'class-folders'``,
             ``'chip-table'``, ``'locations'``, ``'label-rasters'``,
-            ``'vector-labels'``, ``'mask-chips'``, ``'coco'``, ``'voc'``).
+            ``'vector-labels'``, ``'mask-chips'``, ``'coco'``, ``'voc'``,
+            ``'nwpu'``, ``'hrsc'``, ``'dota'``).
         images: the georeferenced images, where there are (statistics come from
             them).
     """
@@ -334,12 +341,19 @@ def open_labelled(
             return _open_mask_labels(image_paths, label_paths, options)
         case 'detect':
             if not label_paths:
-                msg = 'detection needs labels: vectors, a COCO JSON or VOC XML files'
+                msg = (
+                    'detection needs labels: vectors, a COCO JSON, VOC or HRSC2016 XML '
+                    'files, NWPU VHR-10 or DOTA text files'
+                )
                 raise LabelError(msg)
             if kinds == {'coco'}:
                 return _open_coco(image_paths, label_paths, options)
             if kinds == {'voc'}:
                 return _open_voc(image_paths, label_paths, options)
+            if len(kinds) == 1 and kinds <= {'nwpu', 'hrsc', 'dota'}:
+                return _open_dataset_boxes(
+                    kinds.pop(), image_paths, label_paths, options
+                )
             if kinds <= {'vector', 'table'}:
                 return _open_vector_scenes(image_paths, label_paths, options)
             msg = f'cannot tell the detection label format of {label_paths}'
@@ -433,16 +447,27 @@ def _kind(path: str) -> str:
     if suffix == '.json':
         return 'coco' if _looks_like_coco(path) else 'vector'
     if suffix == '.xml':
-        return 'voc'
+        return 'hrsc' if is_hrsc_file(path) else 'voc'
+    if suffix == '.txt' and (kind := _box_text_kind(path)):
+        return kind
     if suffix in TABLE_EXTENSIONS:
         return 'table'
     if suffix in VECTOR_EXTENSIONS:
         return 'vector'
     if os.path.isdir(path):
-        names = [n.lower() for n in os.listdir(path)]
-        if names and all(n.endswith('.xml') for n in names if not n.startswith('.')):
-            return 'voc'
+        names = sorted(n for n in os.listdir(path) if not n.startswith('.'))
+        if names and all(n.lower().endswith('.xml') for n in names):
+            return 'hrsc' if is_hrsc_file(os.path.join(path, names[0])) else 'voc'
+        if names and all(n.lower().endswith('.txt') for n in names):
+            return _box_text_kind(os.path.join(path, names[0])) or 'raster'
     return 'raster'
+
+
+def _box_text_kind(path: str) -> str | None:
+    """'nwpu' or 'dota' for a box text file of those data sets, else None."""
+    if is_nwpu_file(path):
+        return 'nwpu'
+    return 'dota' if is_dota_file(path) else None
 
 
 def _looks_like_coco(path: str) -> bool:
@@ -1338,6 +1363,30 @@ def _open_voc(
     )
 
 
+def _open_dataset_boxes(
+    kind: str, image_paths: Sequence[str], label_paths: Sequence[str], options: _Options
+) -> LabelledData:
+    """Image chips with NWPU VHR-10, HRSC2016 or DOTA boxes (files or folders)."""
+    suffix = '.xml' if kind == 'hrsc' else '.txt'
+    files: list[str] = []
+    for path in label_paths:
+        if os.path.isdir(path):
+            files += [p for _, p in list_files(path, frozenset({suffix}))]
+        else:
+            files.append(path)
+    reader = {'nwpu': read_nwpu, 'hrsc': read_hrsc, 'dota': read_dota}[kind]
+    records = reader(files, image_paths[0])
+    names = Counter(label for r in records for label in r.labels)
+    table = options.class_table or (
+        nwpu_class_table(options.ignore_index)
+        if kind == 'nwpu'
+        else ClassTable.from_labels(names, options.ignore_index)
+    )
+    return _detection_chips(
+        records, lambda v: table.index_of_label(v, kind), table, options, kind
+    )
+
+
 def _detection_chips(
     records: Sequence[BoxRecord],
     index_of: Any,
@@ -1362,6 +1411,9 @@ def _detection_chips(
             [[index_of(v) for v in records[k].labels] for k in chosen],
             table,
             size=options.size,
+            difficult=[records[k].difficult for k in chosen]
+            if any(r.difficult is not None for r in records)
+            else None,
         ),
     )
     _log_chip_windows(f'{reader} image chips', datasets)
@@ -1371,7 +1423,7 @@ def _detection_chips(
 # -- batching and statistics --------------------------------------------------------------
 
 #: Keys whose per-sample tensors differ in length and are batched as lists.
-_LIST_KEYS = frozenset({'boxes', 'labels'})
+_LIST_KEYS = frozenset({'boxes', 'labels', 'ignore_boxes', 'ignore_labels'})
 
 
 def collate_labelled(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -541,7 +541,7 @@ def _palette(src: rasterio.io.DatasetReader) -> npt.NDArray[np.int64] | None:
 
 
 class ChipDetectionDataset(_ChipDataset):
-    """Image chips with horizontal boxes (COCO, Pascal VOC).
+    """Image chips with horizontal boxes (COCO, Pascal VOC, NWPU VHR-10, HRSC, DOTA).
 
     Boxes are in pixel coordinates of the stored chip, ``x0, y0, x1, y1`` with
     (0, 0) the top-left corner of the top-left pixel. With *size*, chips are cut
@@ -550,7 +550,10 @@ class ChipDetectionDataset(_ChipDataset):
     nothing is left of are dropped.
 
     Samples: ``image`` float32 (C, H, W), ``boxes`` float32 (N, 4), ``labels`` int64
-    (N,), ``valid`` bool (H, W). Batch with
+    (N,), ``valid`` bool (H, W). With *difficult*, also ``ignore_boxes`` (M, 4) and
+    ``ignore_labels`` (M,): the difficult boxes, left out of ``boxes`` so that they
+    add no loss, and given apart so that evaluation neither counts them as misses
+    nor detections of them as false positives (as Pascal VOC evaluation). Batch with
     :func:`~dspt_geo.data.labels.collate_labelled` (box counts differ).
     """
 
@@ -565,6 +568,7 @@ class ChipDetectionDataset(_ChipDataset):
         class_table: ClassTable,
         size: int | tuple[int, int] | None = None,
         transforms: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None,
+        difficult: Sequence[npt.ArrayLike | None] | None = None,
     ) -> None:
         """Initialise the dataset.
 
@@ -576,6 +580,7 @@ class ChipDetectionDataset(_ChipDataset):
             size: window size in pixels (or (height, width)); default: each chip
                 whole, as stored.
             transforms: function applied to each sample.
+            difficult: per chip, (N,) flags of boxes to ignore (None: none).
 
         Raises:
             ValueError: If the lists differ in length or boxes and labels disagree.
@@ -583,6 +588,8 @@ class ChipDetectionDataset(_ChipDataset):
         .. versionadded:: 0.1
         .. versionchanged:: 0.2
            *size* cuts chips into windows instead of resampling them.
+        .. versionchanged:: 0.2
+           *difficult* boxes are returned as ``ignore_boxes``.
         """
         if not len(paths) == len(boxes) == len(labels):
             msg = (
@@ -591,9 +598,22 @@ class ChipDetectionDataset(_ChipDataset):
             raise ValueError(msg)
         self.boxes = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in boxes]
         self.labels = [np.asarray(lab, dtype=np.int64).reshape(-1) for lab in labels]
-        for path, box, label in zip(paths, self.boxes, self.labels, strict=True):
-            if len(box) != len(label):
-                msg = f'{path}: {len(box)} boxes but {len(label)} labels'
+        self.difficult = (
+            None
+            if difficult is None
+            else [
+                np.zeros(len(b), dtype=bool)
+                if flags is None
+                else np.asarray(flags, dtype=bool).reshape(-1)
+                for b, flags in zip(self.boxes, difficult, strict=True)
+            ]
+        )
+        for k, (path, box, label) in enumerate(
+            zip(paths, self.boxes, self.labels, strict=True)
+        ):
+            flags = len(label) if self.difficult is None else len(self.difficult[k])
+            if not len(box) == len(label) == flags:
+                msg = f'{path}: {len(box)} boxes but {len(label)} labels, {flags} flags'
                 raise ValueError(msg)
         super().__init__(paths, class_table, size, transforms)
 
@@ -623,6 +643,12 @@ class ChipDetectionDataset(_ChipDataset):
             cy = (boxes[:, 1] + boxes[:, 3]) / 2
             keep &= (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
             sample['owned'] = torch.tensor(place.window.owned, dtype=torch.int64)
+        if self.difficult is not None:
+            ignore = self.difficult[place.chip]
+            nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            sample['ignore_boxes'] = torch.from_numpy(boxes[nonempty & ignore])
+            sample['ignore_labels'] = torch.from_numpy(labels[nonempty & ignore])
+            keep &= ~ignore
         sample['boxes'] = torch.from_numpy(boxes[keep])
         sample['labels'] = torch.from_numpy(labels[keep])
         return self._finish(sample)

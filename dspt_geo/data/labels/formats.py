@@ -29,6 +29,7 @@ __all__ = (
     'BoxRecord',
     'ChipRecord',
     'find_column',
+    'locate_image',
     'pair_masks',
     'read_chip_table',
     'read_class_folders',
@@ -84,12 +85,15 @@ class BoxRecord:
         boxes: (N, 4) ``x0, y0, x1, y1`` pixel boxes.
         labels: class of each box as written (category id or name).
         split: split named by the layout, or None.
+        difficult: (N,) flags of boxes marked difficult, kept as "ignore" boxes
+            (no loss, no miss in mAP); None where the format has no such flag.
     """
 
     path: str
     boxes: npt.NDArray[np.float32]
     labels: list[Any] = field(default_factory=list)
     split: SplitName | None = None
+    difficult: npt.NDArray[np.bool_] | None = None
 
 
 def find_column(
@@ -288,6 +292,45 @@ def _resolve(
     if finder is None:
         finder = _image_finder(root)
     return finder.get(PurePosixPath(name.replace('\\', '/')).name.lower()), finder
+
+
+def locate_image(
+    stem: str, folders: Sequence[str], cache: dict[str, dict[str, list[str]]]
+) -> str | None:
+    """The one image chip named *stem* (any chip extension) in the first folder holding it.
+
+    Used by formats whose label files name their image by stem only (NWPU VHR-10,
+    DOTA: ``P0001.txt`` labels ``P0001.png``).
+
+    Args:
+        stem: file name without extension.
+        folders: where to look, in order (missing folders are passed over).
+        cache: folder -> (lower-case stem -> GDAL paths), filled as folders are listed.
+
+    Returns:
+        the chip's GDAL path, or None if no folder holds it.
+
+    Raises:
+        LabelError: If a folder holds several chips of that stem.
+    """
+    for folder in folders:
+        if folder not in cache:
+            if not os.path.exists(folder) and zip_location(folder) is None:
+                continue
+            stems: dict[str, list[str]] = defaultdict(list)
+            for relative, path in list_files(folder):
+                stems[PurePosixPath(relative).stem.lower()].append(path)
+            cache[folder] = stems
+        found = cache[folder].get(stem.lower(), [])
+        if len(found) > 1:
+            msg = (
+                f'{len(found)} images named {stem!r} under {folder} ({found[0]}, '
+                f'{found[1]}); give the folder of the labelled images as images'
+            )
+            raise LabelError(msg)
+        if found:
+            return found[0]
+    return None
 
 
 def _split_of_file(path: str) -> SplitName | None:
