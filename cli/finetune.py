@@ -152,6 +152,18 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Stochastic depth rate of the encoder blocks.',
 )
 @click.option(
+    '--freeze-encoder',
+    is_flag=True,
+    help='Head-only fine-tuning: the encoder keeps its --init weights (no gradient, not in the optimiser, eval mode), only the task head trains; the standard comparison of starting weights on few labels.',
+)
+@click.option(
+    '--pos-embed',
+    type=click.Choice(('auto', 'learned')),
+    default='auto',
+    show_default=True,
+    help="Position embedding: auto (the --init weights' kind: fixed sin-cos computed for the grid, or learned when they learned theirs) or learned (a trainable embedding initialised from the sin-cos of the pre-training grid, resampled bicubically to --image-size; stored in the model file).",
+)
+@click.option(
     '--class-weights',
     type=click.Choice(('auto', 'median', 'inverse', 'none')),
     default='auto',

@@ -192,6 +192,13 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help='Write a row of metrics.csv every this many steps.',
         ),
         click.option(
+            '--logger',
+            type=click.Choice(('none', 'csv', 'tensorboard', 'mlflow')),
+            default='none',
+            show_default=True,
+            help="Lightning logger beside metrics.csv: csv (RUN_DIR/logs/csv), tensorboard (RUN_DIR/logs/tensorboard; pip install 'dspt-geo[tensorboard]') or mlflow (MLFLOW_TRACKING_URI, else RUN_DIR/logs/mlruns; pip install 'dspt-geo[mlflow]'); images (previews, confusion matrices) go to tensorboard and mlflow.",
+        ),
+        click.option(
             '--resume',
             is_flag=True,
             help='Continue a finished run (give a larger --steps/--epochs); unfinished runs resume anyway.',

@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from timm.layers.patch_embed import PatchEmbed
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .mae import MaskedAutoencoder
-from .pos_embed import patch_pos_embed
+from .pos_embed import patch_pos_embed, sincos_pos_embed_2d
 from .vit import create_encoder
 from .weights import LoadReport, load_init_weights, report_logger
 
@@ -436,6 +436,8 @@ def build_encoder(
     patch_size: int | None = None,
     drop_path_rate: float = 0.0,
     model_args: Mapping[str, Any] | None = None,
+    pos_embed: Literal['auto', 'learned'] = 'auto',
+    pretrain_size: int | None = None,
 ) -> tuple[SensorEncoder, LoadReport]:
     """Create a fine-tuning encoder and load its starting weights.
 
@@ -459,6 +461,15 @@ def build_encoder(
         drop_path_rate: Stochastic depth rate.
         model_args: Further timm ``VisionTransformer`` arguments; JSON values only,
             since the encoder spec stores them.
+        pos_embed: ``'auto'`` keeps the kind of position embedding the weights
+            bring (fixed sin-cos, or learned when they learned theirs);
+            ``'learned'`` makes it a trainable parameter, initialised from the
+            sin-cos embedding of the grid the weights were pre-trained on,
+            resampled bicubically to *image_size* when that grid differs (MAE's
+            fine-tuning), instead of the sin-cos computed for the new grid.
+        pretrain_size: Image size the weights were pre-trained at (for
+            ``pos_embed='learned'``); None: the timm model's default size when
+            *init* brings weights, else *image_size*.
 
     Returns:
         The encoder and what was loaded into it, in the encoder's key names (the
@@ -470,6 +481,8 @@ def build_encoder(
         ValueError: If an argument is invalid.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+       Added *pos_embed* and *pretrain_size*.
     """
     model_args = dict(model_args or {})
     try:
@@ -491,6 +504,14 @@ def build_encoder(
     report = load_init_weights(
         mae, init, sensor_bands={sensor: bands}, encoder_only=True, log=False
     )
+    if pos_embed == 'learned' and mae.pos_embed_type == 'sincos':
+        if pretrain_size is None and report.source != 'none':
+            cfg = getattr(vit, 'pretrained_cfg', None) or {}
+            pretrain_size = int(cfg.get('input_size', [image_size])[-1])
+        grid = (pretrain_size or image_size) // mae.patch_size
+        mae.learn_pos_embed(
+            sincos_pos_embed_2d(mae.embed_dim, grid, cls_token=True)[None]
+        )
     spec = EncoderSpec(
         pos_embed=mae.pos_embed_type,
         model=model,

@@ -1,4 +1,8 @@
-"""Callbacks that write what a person checks during a run: metrics and previews."""
+"""Callbacks that write what a person checks during a run: metrics and images.
+
+Images (reconstruction previews, confusion matrices) go to the run folder and to
+the loggers of ``--logger`` that take images (:func:`~.tracking.log_image`).
+"""
 
 import csv
 import logging
@@ -13,7 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ('MetricsCSV', 'ReconstructionPreview')
+from .evaluate import confusion_image
+from .tracking import log_image
+
+__all__ = ('ConfusionImage', 'MetricsCSV', 'ReconstructionPreview')
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +154,9 @@ class MetricsCSV(L.Callback):
 class ReconstructionPreview(L.Callback):
     """Each epoch, a PNG per sensor group: input, masked input, reconstruction.
 
+    The PNGs are also logged as images ``preview/<group>`` where the run's logger
+    takes images.
+
     Three rows of tiles, shown as RGB from the group's red, green and blue bands where
     it names them (else its first three bands, or one band in grey), stretched
     between the 2nd and 98th percentile of each input tile.
@@ -187,7 +197,8 @@ class ReconstructionPreview(L.Callback):
                     tiles, name, pl_module.hparams.mask_ratio
                 )
                 path = self.folder / f'epoch{trainer.current_epoch:03d}-{name}.png'
-                write_preview(path, tiles, masked, recon, self.bands[name])
+                pixels = write_preview(path, tiles, masked, recon, self.bands[name])
+                log_image(trainer, f'preview/{name}', pixels)
         model.train(was_training)
         logger.info('wrote reconstruction previews to %s', self.folder)
 
@@ -207,8 +218,12 @@ def write_preview(
     masked: torch.Tensor,
     recon: torch.Tensor,
     bands: list[str],
-) -> None:
-    """Write input / masked / reconstruction rows of tiles as one PNG."""
+) -> np.ndarray:
+    """Write input / masked / reconstruction rows of tiles as one PNG.
+
+    Returns:
+        the PNG's pixels, ``(H, W)`` or ``(H, W, 3)`` uint8.
+    """
     show = _display_bands(bands)
     rows = []
     for images in (tiles, masked, recon):
@@ -225,3 +240,22 @@ def write_preview(
     tmp = path.with_name(f'.{path.name}.tmp')
     Image.fromarray(pixels).save(tmp, format='PNG')
     os.replace(tmp, path)
+    return pixels
+
+
+class ConfusionImage(L.Callback):
+    """After every validation, the confusion matrix as an image for the logger.
+
+    Logged as ``val_confusion`` where the run's logger takes images (classification
+    and segmentation); nothing is written to the run folder.
+    """
+
+    def on_validation_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> None:
+        """Draw the matrix the task kept from its last validation and log it."""
+        matrix = getattr(pl_module, 'val_confusion', None)
+        if trainer.sanity_checking or matrix is None or not trainer.loggers:
+            return
+        image = confusion_image(matrix, pl_module.hparams.class_names)
+        log_image(trainer, 'val_confusion', np.asarray(image))

@@ -16,9 +16,11 @@ from ..data.labels.split import (
     SplitSpec,
 )
 from ..errors import ConfigError
+from .tracking import check_logger
 
 __all__ = (
     'CLASS_WEIGHTS',
+    'POS_EMBEDS',
     'FinetuneConfig',
     'PretrainConfig',
     'RunConfig',
@@ -176,10 +178,17 @@ class PretrainConfig(RunConfig):
     #: Export the best-probing weights as the model (the last as
     #: ``pretrained-last.safetensors``).
     keep_best_probe: bool = False
+    #: Lightning logger beside ``metrics.csv``: none, csv, tensorboard or mlflow.
+    logger: str = 'none'
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Normalise types that YAML cannot tell apart."""
+        """Normalise types that YAML cannot tell apart; check the logger.
+
+        Raises:
+            ConfigError: If the logger is unknown or its package is missing.
+        """
+        check_logger(self.logger)
         self.paths = [str(p) for p in self.paths]
         self.probe_images = [str(p) for p in _as_list(self.probe_images)]
         self.probe_labels = [str(p) for p in _as_list(self.probe_labels)]
@@ -193,6 +202,9 @@ class PretrainConfig(RunConfig):
 
 #: How segmentation losses weight classes (see ``FinetuneConfig.class_weights``).
 CLASS_WEIGHTS = ('auto', 'median', 'inverse', 'none')
+
+#: Position embeddings of fine-tuning (see ``FinetuneConfig.pos_embed``).
+POS_EMBEDS = ('auto', 'learned')
 
 
 @dataclass
@@ -256,6 +268,13 @@ class FinetuneConfig(RunConfig):
     warmup_steps: int | None = None
     #: Final learning rate as a share of the peak.
     min_lr_ratio: float = 0.0
+    #: Train the head only: the encoder keeps its starting weights (and runs in
+    #: eval mode, without dropout or drop path).
+    freeze_encoder: bool = False
+    #: Position embedding: ``auto`` (the init weights' kind: fixed sin-cos, or
+    #: learned when they learned theirs) or ``learned`` (trainable, initialised
+    #: from the sin-cos of the pre-training grid, resampled bicubically).
+    pos_embed: str = 'auto'
     #: Estimate normalisation statistics from the labelled data instead of using
     #: those the init file stores for the images' sensor group.
     recompute_stats: bool = False
@@ -282,13 +301,16 @@ class FinetuneConfig(RunConfig):
     precision: str | None = None
     #: DataLoader worker processes per training process.
     num_workers: int = 2
+    #: Lightning logger beside ``metrics.csv``: none, csv, tensorboard or mlflow.
+    logger: str = 'none'
     seed: int = 0
 
     def __post_init__(self) -> None:
         """Normalise types that YAML cannot tell apart and check the choices.
 
         Raises:
-            ConfigError: If the task, split or class weighting is unknown.
+            ConfigError: If the task, split, class weighting or position embedding
+                is unknown, or the logger's package is missing.
         """
         self.images = [str(p) for p in _as_list(self.images)]
         self.labels = [str(p) for p in _as_list(self.labels)]
@@ -302,6 +324,13 @@ class FinetuneConfig(RunConfig):
                 f'{self.class_weights!r}'
             )
             raise ConfigError(msg)
+        if self.pos_embed not in POS_EMBEDS:
+            msg = (
+                f'--pos-embed must be one of {", ".join(POS_EMBEDS)}, got '
+                f'{self.pos_embed!r}'
+            )
+            raise ConfigError(msg)
+        check_logger(self.logger)
         parse_split(self.split)
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)

@@ -46,6 +46,7 @@ from .metrics import TaskMetrics
 
 __all__ = (
     'EVALUATION_SPLITS',
+    'confusion_image',
     'evaluate',
     'format_report',
     'write_confusion_png',
@@ -299,6 +300,22 @@ def write_confusion_png(
     class_names: Sequence[str],
     path: str | os.PathLike[str],
 ) -> None:
+    """Write :func:`confusion_image` as a PNG, atomically.
+
+    Args:
+        matrix: K x K counts.
+        class_names: the K class names.
+        path: the PNG file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp')
+    confusion_image(matrix, class_names).save(tmp, format='PNG')
+    os.replace(tmp, path)
+
+
+def confusion_image(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str]
+) -> Image.Image:
     """Draw a confusion matrix: rows are labels, columns predictions.
 
     Cells are shaded by the share of their row (white to blue) and show the
@@ -307,7 +324,9 @@ def write_confusion_png(
     Args:
         matrix: K x K counts.
         class_names: the K class names.
-        path: the PNG file.
+
+    Returns:
+        the RGB image.
     """
     counts = np.asarray(matrix, dtype=np.float64).reshape(len(class_names), -1)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -342,10 +361,7 @@ def write_confusion_png(
                 (left + 4, top + cell // 2 - 6), f'{int(counts[i, j])}', fill=text
             )
     draw.text((4, height - 18), 'rows: labels, columns: predictions', fill='black')
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    image.save(tmp, format='PNG')
-    os.replace(tmp, path)
+    return image
 
 
 def format_report(report: dict[str, Any]) -> str:

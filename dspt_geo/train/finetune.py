@@ -26,6 +26,11 @@ class FinetuneTask(L.LightningModule):
     Losses: cross-entropy (segmentation: over labelled pixels, optionally weighted
     per class); detection: Faster R-CNN's four losses summed. Validation metrics
     are :class:`~dspt_geo.train.metrics.TaskMetrics`, logged as ``val_<name>``.
+
+    With *freeze_encoder* (head-only fine-tuning, the standard comparison of
+    starting weights on few labels) the encoder's parameters take no gradient and
+    stay out of the optimiser, and the encoder stays in eval mode (no dropout, no
+    drop path) while the head trains.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class FinetuneTask(L.LightningModule):
         min_lr_ratio: float = 0.0,
         class_weights: Sequence[float] | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
+        freeze_encoder: bool = False,
         model: nn.Module | None = None,
     ) -> None:
         """Initialise the task.
@@ -57,6 +63,7 @@ class FinetuneTask(L.LightningModule):
             min_lr_ratio: final learning rate as a share of the peak.
             class_weights: per-class weights of the segmentation loss.
             betas: AdamW betas.
+            freeze_encoder: train the head only.
             model: the model, with its starting weights (not stored in the
                 hyperparameters; a checkpoint brings its own weights).
         """
@@ -64,6 +71,9 @@ class FinetuneTask(L.LightningModule):
         self.save_hyperparameters(ignore=['model'])
         #: Global step of the latest validation, None before the first.
         self.validated_step: int | None = None
+        #: Confusion matrix (rows: labels) of the latest validation; None before
+        #: the first and for detection.
+        self.val_confusion: list[list[int]] | None = None
         self.configure_models(model)
         self.configure_losses()
         self.configure_metrics()
@@ -74,12 +84,21 @@ class FinetuneTask(L.LightningModule):
         return str(self.hparams.model_config['task'])
 
     def configure_models(self, model: nn.Module | None = None) -> None:
-        """Take *model*, or build the model from its config."""
+        """Take *model*, or build the model from its config; freeze its encoder."""
         self.model = (
             model
             if model is not None
             else build_task_model_from_config(self.hparams.model_config)
         )
+        if self.hparams.freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> 'FinetuneTask':
+        """Set the training mode; a frozen encoder stays in eval mode."""
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.model.encoder.eval()
+        return self
 
     def configure_losses(self) -> None:
         """Class weights of the segmentation loss, as a buffer (moves with the model)."""
@@ -136,6 +155,8 @@ class FinetuneTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's metrics (``val_accuracy``, ``val_miou``, ``val_map_50``, ...)."""
         report = self.val_metrics.compute()
+        if self.task != 'detect':
+            self.val_confusion = self.val_metrics.confusion.compute().long().tolist()
         for name, value in self.val_metrics.scalars(report).items():
             self.log(
                 f'val_{name}', value, prog_bar=not math.isnan(value), sync_dist=True

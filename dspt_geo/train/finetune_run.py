@@ -5,8 +5,8 @@ The run folder holds ``config.yaml`` (the resolved configuration),
 ``metrics.csv`` (training loss and learning rate every ``log_every`` steps, the
 validation metrics after every validation), ``data.json`` (normalisation
 statistics and class weights, reused on resume) and, at the end,
-``model.safetensors`` (see :mod:`dspt_geo.models.finetuned` for its metadata).
-Running again into a folder with checkpoints resumes from ``last.ckpt``; a
+``model.safetensors`` (see :mod:`dspt_geo.models.finetuned` for its metadata);
+``logs/`` holds the files of a ``logger`` (:mod:`.tracking`). Running again into a folder with checkpoints resumes from ``last.ckpt``; a
 finished run is never overwritten without ``overwrite``.
 """
 
@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError, RunDirError
 from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model_file
 from ..models.head_sizes import detection_sampling, log_head_sizes
 from ..models.model_file import read_metadata
-from .callbacks import MetricsCSV
+from .callbacks import ConfusionImage, MetricsCSV
 from .config import FinetuneConfig, parse_split
 from .finetune import FinetuneTask
 from .finetune_data import (
@@ -46,6 +46,7 @@ from .interrupt import stop_on_signals
 from .metrics import MONITORED
 from .optim import peak_lr
 from .rundir import build_trainer, check_run_dir, prepare_run_dir, save_last_checkpoint
+from .tracking import LOGS_DIR
 
 __all__ = ('FINETUNED_FILE', 'finetune', 'resolve_model_settings')
 
@@ -63,12 +64,14 @@ _RUN_CONTENTS = (
     'checkpoints',
     'metrics.csv',
     _DATA_FILE,
+    LOGS_DIR,
     FINETUNED_FILE,
 )
 
 #: Settings that fix the model's shape: a run resumes only if they are unchanged.
 _SHAPE_SETTINGS = (
     'task', 'model', 'model_args', 'image_size', 'patch_size', 'head_args',
+    'pos_embed', 'freeze_encoder',
 )  # fmt: skip
 
 #: Below this peak learning rate a short fine-tuning run learns little (measured, a
@@ -221,6 +224,7 @@ def finetune(
                 fields=_TRAIN_FIELDS,
                 validation=_VALIDATION[config.task],
             ),
+            ConfusionImage(),
             *callbacks,
         ],
         num_sanity_val_steps=0,
@@ -244,8 +248,16 @@ def finetune(
         warmup_steps=config.warmup_steps,
         min_lr_ratio=config.min_lr_ratio,
         class_weights=class_weights,
+        freeze_encoder=config.freeze_encoder,
         model=model,
     )
+    if config.freeze_encoder:
+        trained = sum(p.numel() for p in task.parameters() if p.requires_grad)
+        logger.info(
+            'head-only fine-tuning (--freeze-encoder): %d of %d parameters train',
+            trained,
+            sum(p.numel() for p in task.parameters()),
+        )
     datamodule = FinetuneDataModule(
         data,
         statistics,
@@ -289,6 +301,8 @@ def finetune(
 def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
     """The task model around an encoder holding the starting weights."""
     assert config.model is not None and config.image_size is not None, 'resolved'
+    metadata = read_metadata(config.init) if config.init.lower() != 'none' else None
+    pretrained = (metadata or {}).get('model') or {}
     encoder, _ = build_encoder(  # logs the load report
         config.model,
         data.in_chans,
@@ -299,6 +313,8 @@ def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
         patch_size=config.patch_size,
         drop_path_rate=config.drop_path,
         model_args=config.model_args,
+        pos_embed=config.pos_embed,  # type: ignore[arg-type]
+        pretrain_size=pretrained.get('image_size'),
     )
     patch = encoder.patch_size
     smallest = patch if config.task == 'classify' else 2 * patch
@@ -561,6 +577,7 @@ def _metadata(
             'layer_decay': config.layer_decay,
             'weight_decay': config.weight_decay,
             'drop_path': config.drop_path,
+            'freeze_encoder': config.freeze_encoder,
             'batch_size': config.batch_size,
             'world_size': trainer.world_size,
             'final_loss': final_loss,

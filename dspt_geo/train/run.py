@@ -2,9 +2,10 @@
 
 The run folder holds ``config.yaml`` (the resolved configuration), ``checkpoints/``
 (every ``checkpoint_every`` steps and ``last.ckpt``), ``metrics.csv``, ``previews/``
-(reconstructions per epoch), ``stats/`` (normalisation statistics) and, at the end,
-``pretrained.safetensors``; with a probe set, ``previews/probe.png`` and, with
-``keep_best_probe``, ``pretrained-last.safetensors``. Running again into a folder with checkpoints resumes
+(reconstructions per epoch), ``stats/`` (normalisation statistics), ``logs/`` (the
+files of a ``logger``, :mod:`.tracking`) and, at the end, ``pretrained.safetensors``;
+with a probe set, ``previews/probe.png`` and, with ``keep_best_probe``,
+``pretrained-last.safetensors``. Running again into a folder with checkpoints resumes
 from ``last.ckpt``; a finished run is never overwritten without ``overwrite``.
 """
 
@@ -34,6 +35,7 @@ from .rundir import (
     prepare_run_dir,
     save_last_checkpoint,
 )
+from .tracking import LOGS_DIR
 
 __all__ = ('MODEL_FILE', 'pretrain')
 
@@ -52,6 +54,7 @@ _RUN_CONTENTS = (
     'metrics.csv',
     'previews',
     'stats',
+    LOGS_DIR,
     MODEL_FILE,
     LAST_MODEL_FILE,
 )

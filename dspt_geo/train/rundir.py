@@ -22,7 +22,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -30,6 +34,7 @@ from ..errors import RunDirError
 from ..outputs import check_output_path
 from .config import RunConfig
 from .interrupt import CheckpointOnStop
+from .tracking import build_logger
 
 __all__ = (
     'LAST_CHECKPOINT',
@@ -63,6 +68,7 @@ class TrainerSettings(Protocol):
     epochs: int | None
     checkpoint_every: int
     log_every: int
+    logger: str
 
 
 def check_run_dir(
@@ -199,6 +205,8 @@ def build_trainer(
     modules' loaders are made anew every epoch: DataLoader workers get a copy of
     the dataset when an epoch starts, and only a new loader carries the epoch
     number (``set_epoch``) into their copies, so that every epoch draws new patches.
+    The ``logger`` setting adds one of Lightning's loggers (:mod:`.tracking`),
+    with the learning rates every ``log_every`` steps.
 
     Args:
         settings: the run's configuration.
@@ -225,6 +233,8 @@ def build_trainer(
         monitor='step',
         mode='max',
     )
+    logger = build_logger(settings.logger, run)
+    tracked = [] if logger is None else [LearningRateMonitor(logging_interval='step')]
     return L.Trainer(
         accelerator=settings.accelerator,
         devices=settings.devices,
@@ -235,9 +245,10 @@ def build_trainer(
             checkpoints,
             CheckpointOnStop(run / LAST_CHECKPOINT),
             StderrProgressBar(),
+            *tracked,
             *callbacks,
         ],
-        logger=False,
+        logger=logger or False,
         default_root_dir=run,
         use_distributed_sampler=False,
         enable_model_summary=False,
