@@ -18,6 +18,8 @@ THIRD_PARTY_NOISE = (
     (r"You're resuming from a checkpoint that ended before the epoch ended", ''),
     # A resumed run with another --checkpoint-every: its periodic checkpoints go on.
     (r'Be aware that when using `ckpt_path`, callbacks used to create', ''),
+    # finetune --freeze-encoder keeps the encoder in eval mode on purpose.
+    (r'Found \d+ module\(s\) in eval mode at the start of training', ''),
 )
 
 

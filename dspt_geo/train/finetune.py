@@ -92,6 +92,7 @@ class FinetuneTask(L.LightningModule):
         )
         if self.hparams.freeze_encoder:
             self.model.encoder.requires_grad_(False)
+            self.model.encoder.eval()  # Lightning starts fit in the modules' modes
 
     def train(self, mode: bool = True) -> 'FinetuneTask':
         """Set the training mode; a frozen encoder stays in eval mode."""

@@ -98,6 +98,7 @@ def _config(task, labelled, tiny, out, init, **options) -> FinetuneConfig:
         num_workers=0,
         accelerator='cpu',
         val_every=2,
+        **({'image_size': 64} if task == 'detect' else {}),  # the pyramid's 1/32
         **options,
     )
 

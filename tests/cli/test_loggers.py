@@ -34,9 +34,7 @@ def finetune_classify(cli_run, labelled, tiny, out: Path, *options: object):
 
 
 def tensorboard_events(folder: Path):
-    from tensorboard.backend.event_processing.event_accumulator import (
-        EventAccumulator,
-    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(folder), size_guidance={'images': 0, 'scalars': 0})
     events.Reload()
@@ -85,7 +83,7 @@ def test_tensorboard_gets_scalars_and_the_pretraining_previews(
     previews = [tag for tag in tags['images'] if tag.startswith('preview/')]
     assert previews == ['preview/3band-uint8']
     image = events.Images(previews[0])[-1]
-    png = sorted((run / 'previews').glob('*.png'))[-1]
+    png = max((run / 'previews').glob('*.png'))
     from PIL import Image
 
     assert (image.width, image.height) == Image.open(png).size
@@ -120,7 +118,9 @@ def test_mlflow_gets_metrics_and_the_confusion_matrix(
     (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.run_name == 'run'
     assert {'loss', 'val_accuracy'} <= set(found.data.metrics)
-    artifacts = [a.path for a in client.list_artifacts(found.info.run_id, 'val_confusion')]
+    artifacts = [
+        a.path for a in client.list_artifacts(found.info.run_id, 'val_confusion')
+    ]
     assert len(artifacts) == 2 and all(p.endswith('.png') for p in artifacts)
 
 
