@@ -6,8 +6,9 @@ The run folder holds ``config.yaml`` (the resolved configuration),
 validation metrics after every validation), ``data.json`` (normalisation
 statistics and class weights, reused on resume) and, at the end,
 ``model.safetensors`` (see :mod:`dspt_geo.models.finetuned` for its metadata);
-``logs/`` holds the files of a ``logger`` (:mod:`.tracking`). Running again into a folder with checkpoints resumes from ``last.ckpt``; a
-finished run is never overwritten without ``overwrite``.
+``logs/`` holds the files of a ``logger`` (:mod:`.tracking`). Running again into a
+folder with checkpoints resumes from ``last.ckpt``; a finished run is never
+overwritten without ``overwrite``.
 """
 
 import csv
@@ -303,6 +304,7 @@ def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
     assert config.model is not None and config.image_size is not None, 'resolved'
     metadata = read_metadata(config.init) if config.init.lower() != 'none' else None
     pretrained = (metadata or {}).get('model') or {}
+    same = pretrained.get('name') == config.model  # its size fits its model only
     encoder, _ = build_encoder(  # logs the load report
         config.model,
         data.in_chans,
@@ -314,7 +316,7 @@ def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
         drop_path_rate=config.drop_path,
         model_args=config.model_args,
         pos_embed=config.pos_embed,  # type: ignore[arg-type]
-        pretrain_size=pretrained.get('image_size'),
+        pretrain_size=pretrained.get('image_size') if same else None,
     )
     patch = encoder.patch_size
     smallest = patch if config.task == 'classify' else 2 * patch
