@@ -9,7 +9,8 @@ A run always writes its own ``metrics.csv`` (:class:`~dspt_geo.train.callbacks.M
   ``RUN_DIR/logs/tensorboard`` (``tensorboard --logdir RUN_DIR/logs``); needs the
   ``tensorboard`` extra;
 * ``mlflow``: :class:`~lightning.pytorch.loggers.MLFlowLogger`, to the tracking
-  server of ``MLFLOW_TRACKING_URI``, else to ``RUN_DIR/logs/mlruns``, experiment
+  server of ``MLFLOW_TRACKING_URI``, else to the file store ``RUN_DIR/logs/mlruns``
+  (``MLFLOW_ALLOW_FILE_STORE`` is set for it, as MLflow 3 asks), experiment
   ``dspt-geo``, run named after the run folder; needs the ``mlflow`` extra.
 
 A resumed run logs on into the same folder (TensorBoard and CSV continue at the
@@ -19,7 +20,7 @@ the loggers that take images: TensorBoard's ``add_image``, MLflow's ``log_image`
 """
 
 import importlib.util
-import logging
+import os
 from pathlib import Path
 
 import lightning as L
@@ -29,8 +30,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoa
 from ..errors import ConfigError
 
 __all__ = ('LOGGERS', 'LOGS_DIR', 'build_logger', 'check_logger', 'log_image')
-
-logger = logging.getLogger(__name__)
 
 #: The ``--logger`` choices; ``none`` writes ``metrics.csv`` only.
 LOGGERS = ('none', 'csv', 'tensorboard', 'mlflow')
@@ -86,6 +85,10 @@ def build_logger(name: str, run: Path) -> Logger | None:
                 logs, name='', version='tensorboard', default_hp_metric=False
             )
         case 'mlflow':
+            if not os.environ.get('MLFLOW_TRACKING_URI'):
+                # MLflow 3 refuses its file store unless told; without a server,
+                # the run folder is the place (issue 13).
+                os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
             return MLFlowLogger(
                 experiment_name='dspt-geo',
                 run_name=run.resolve().name,

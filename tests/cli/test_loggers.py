@@ -113,6 +113,7 @@ def test_mlflow_gets_metrics_and_the_confusion_matrix(
     assert result.exit_code == 0, result.output
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')
     client = MlflowClient(f'file:{run / "logs" / "mlruns"}')
     experiment = client.get_experiment_by_name('dspt-geo')
     (found,) = client.search_runs([experiment.experiment_id])
