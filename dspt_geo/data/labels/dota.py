@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import LabelError, NoRastersFoundError
-from .formats import BoxRecord, locate_image
-from .split import split_from_path
+from ...errors import LabelError
+from .formats import BoxRecord, annotation_record, check_images_found, locate_image
 
 __all__ = ('is_dota_file', 'read_dota')
 
@@ -87,19 +86,8 @@ def read_dota(
         if image is None:
             missing.append(Path(text_path).stem)
             continue
-        records.append(
-            BoxRecord(
-                path=image,
-                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                labels=labels,
-                split=split_from_path(reversed(parent.parts)),
-                difficult=np.asarray(difficult, dtype=bool),
-            )
-        )
-    if missing:
-        msg = (
-            f'{len(missing)} images of DOTA label files not found (first: '
-            f'{missing[0]}.*); pass the images folder as images'
-        )
-        raise NoRastersFoundError(msg)
+        records.append(annotation_record(image, boxes, labels, text_path, difficult))
+    check_images_found(
+        missing, 'of DOTA label files', 'pass the images folder as images'
+    )
     return records

@@ -96,6 +96,50 @@ class BoxRecord:
     difficult: npt.NDArray[np.bool_] | None = None
 
 
+def annotation_record(
+    image: str,
+    boxes: Sequence[Sequence[float]],
+    labels: list[Any],
+    label_file: str | os.PathLike[str],
+    difficult: Sequence[bool] | None = None,
+) -> BoxRecord:
+    """The :class:`BoxRecord` of one image's annotation file.
+
+    Args:
+        image: the image's path.
+        boxes: ``x0, y0, x1, y1`` pixel boxes.
+        labels: class of each box as written.
+        label_file: the annotation file; its folders name the split.
+        difficult: flags of boxes marked difficult, where the format has them.
+
+    Returns:
+        the record.
+    """
+    return BoxRecord(
+        path=image,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        labels=labels,
+        split=split_from_path(reversed(Path(label_file).parent.parts)),
+        difficult=None if difficult is None else np.asarray(difficult, dtype=bool),
+    )
+
+
+def check_images_found(missing: Sequence[str], what: str, hint: str) -> None:
+    """Stop when annotation files name images that are not there.
+
+    Args:
+        missing: stems of the images not found.
+        what: what names them, e.g. ``'of DOTA label files'``.
+        hint: what to do.
+
+    Raises:
+        NoRastersFoundError: If *missing* is not empty.
+    """
+    if missing:
+        msg = f'{len(missing)} images {what} not found (first: {missing[0]}.*); {hint}'
+        raise NoRastersFoundError(msg)
+
+
 def find_column(
     frame: pd.DataFrame, given: str | None, candidates: Sequence[str]
 ) -> str | None:

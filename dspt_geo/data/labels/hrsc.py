@@ -13,11 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from ...errors import LabelError, NoRastersFoundError
-from .formats import BoxRecord, locate_image
-from .split import split_from_path
+from ...errors import LabelError
+from .formats import BoxRecord, annotation_record, check_images_found, locate_image
 
 __all__ = ('is_hrsc_file', 'read_hrsc')
 
@@ -108,19 +105,8 @@ def read_hrsc(
         if image is None:
             missing.append(stem)
             continue
-        records.append(
-            BoxRecord(
-                path=image,
-                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                labels=labels,
-                split=split_from_path(reversed(parent.parts)),
-                difficult=np.asarray(difficult, dtype=bool),
-            )
-        )
-    if missing:
-        msg = (
-            f'{len(missing)} images named in HRSC2016 files not found (first: '
-            f'{missing[0]}.*); pass the AllImages folder as images'
-        )
-        raise NoRastersFoundError(msg)
+        records.append(annotation_record(image, boxes, labels, xml_path, difficult))
+    check_images_found(
+        missing, 'named in HRSC2016 files', 'pass the AllImages folder as images'
+    )
     return records

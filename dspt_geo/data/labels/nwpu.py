@@ -11,12 +11,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from ...errors import LabelError, NoRastersFoundError
+from ...errors import LabelError
 from .classes import ClassTable
-from .formats import BoxRecord, locate_image
-from .split import split_from_path
+from .formats import BoxRecord, annotation_record, check_images_found, locate_image
 
 __all__ = ('NWPU_CLASSES', 'is_nwpu_file', 'nwpu_class_table', 'read_nwpu')
 
@@ -114,18 +111,10 @@ def read_nwpu(
         if image is None:
             missing.append(Path(text_path).stem)
             continue
-        records.append(
-            BoxRecord(
-                path=image,
-                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                labels=labels,
-                split=split_from_path(reversed(parent.parts)),
-            )
-        )
-    if missing:
-        msg = (
-            f'{len(missing)} images of NWPU VHR-10 ground truth not found (first: '
-            f'{missing[0]}.*); pass the "positive image set" folder as images'
-        )
-        raise NoRastersFoundError(msg)
+        records.append(annotation_record(image, boxes, labels, text_path))
+    check_images_found(
+        missing,
+        'of NWPU VHR-10 ground truth',
+        'pass the "positive image set" folder as images',
+    )
     return records
