@@ -41,8 +41,35 @@ __all__ = (
 logger = logging.getLogger(__name__)
 
 
+class _BandLayout:
+    """What a group's band layout tells: band names, complex data, SAR.
+
+    Shared by :class:`SensorGroup` and :class:`ChipGroup`, which define the fields.
+    """
+
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    sar_scale: SarScale | None
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Band names, ``band_1``, ``band_2``, ... where the files name none."""
+        return self.band_names or tuple(f'band_{i + 1}' for i in range(self.count))
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the samples are complex SAR, converted to backscatter on reading."""
+        return np.dtype(self.dtype).kind == 'c'
+
+    @property
+    def is_sar(self) -> bool:
+        """Whether the group is SAR backscatter, converted by ``--sar-mode``."""
+        return self.sar_scale is not None
+
+
 @dataclass(frozen=True)
-class SensorGroup:
+class SensorGroup(_BandLayout):
     """Rasters of one band layout, sampled in one CRS and resolution.
 
     Attributes:
@@ -72,21 +99,6 @@ class SensorGroup:
     sar_scale: SarScale | None = None
 
     @property
-    def bands(self) -> tuple[str, ...]:
-        """Band names, ``band_1``, ``band_2``, ... where the files name none."""
-        return self.band_names or tuple(f'band_{i + 1}' for i in range(self.count))
-
-    @property
-    def is_complex(self) -> bool:
-        """Whether the samples are complex SAR, converted to backscatter on reading."""
-        return np.dtype(self.dtype).kind == 'c'
-
-    @property
-    def is_sar(self) -> bool:
-        """Whether the group is SAR backscatter, converted by ``--sar-mode``."""
-        return self.sar_scale is not None
-
-    @property
     def pixels(self) -> int:
         """Pixels of all the group's rasters."""
         return sum(r.width * r.height for r in self.rasters)
@@ -98,7 +110,7 @@ class SensorGroup:
 
 
 @dataclass(frozen=True)
-class ChipGroup:
+class ChipGroup(_BandLayout):
     """Image chips of one band layout; each chip is a sample space of its own.
 
     Attributes:
@@ -121,21 +133,6 @@ class ChipGroup:
     band_names: tuple[str, ...]
     nodata: float | None
     sar_scale: SarScale | None = None
-
-    @property
-    def bands(self) -> tuple[str, ...]:
-        """Band names, ``band_1``, ``band_2``, ... where the files name none."""
-        return self.band_names or tuple(f'band_{i + 1}' for i in range(self.count))
-
-    @property
-    def is_complex(self) -> bool:
-        """Whether the samples are complex SAR, converted to backscatter on reading."""
-        return np.dtype(self.dtype).kind == 'c'
-
-    @property
-    def is_sar(self) -> bool:
-        """Whether the chips are SAR backscatter, converted by ``--sar-mode``."""
-        return self.sar_scale is not None
 
     @property
     def pixels(self) -> int:
