@@ -152,16 +152,7 @@ def format_description(description: dict[str, Any]) -> str:
         head += f'; {len(chip_groups)} chip group(s), {chips} image chip(s)'
     lines.append(head)
     for group in groups:
-        lines.append('')
-        kind = ' (SAR)' if group['sar'] else ''
-        lines.append(f'{group["name"]}{kind}')
-        lines.append(
-            f'  bands      {group["count"]} x {group["dtype"]}: '
-            + ', '.join(group['bands'])
-        )
-        if group['sar']:
-            lines.append(f'  SAR        {group["sar"]["conversion"]}')
-        lines.append(f'  nodata     {group["nodata"]}')
+        lines.extend(_layout_lines(group, ''))
         lines.append(
             f'  CRS        {group["crs"]}, pixel {group["res"][0]:g} x {group["res"][1]:g}'
         )
@@ -182,16 +173,7 @@ def format_description(description: dict[str, Any]) -> str:
             )
         lines.extend(_format_statistics(group))
     for group in chip_groups:
-        lines.append('')
-        kind = ' (SAR)' if group['sar'] else ''
-        lines.append(f'{group["name"]}{kind}: image chips, each a sample of its own')
-        lines.append(
-            f'  bands      {group["count"]} x {group["dtype"]}: '
-            + ', '.join(group['bands'])
-        )
-        if group['sar']:
-            lines.append(f'  SAR        {group["sar"]["conversion"]}')
-        lines.append(f'  nodata     {group["nodata"]}')
+        lines.extend(_layout_lines(group, ': image chips, each a sample of its own'))
         (min_w, min_h), (max_w, max_h) = group['size_min'], group['size_max']
         size = (
             f'{min_w} x {min_h}'
@@ -230,6 +212,21 @@ def _sar(dataset: SensorDataset | ChipDataset) -> dict[str, Any] | None:
     if dataset.sar is None:
         return None
     return {**dataset.sar.to_dict(), 'conversion': str(dataset.sar)}
+
+
+def _layout_lines(group: dict[str, Any], title_suffix: str) -> list[str]:
+    """A group's title, bands, SAR conversion and nodata, as ``info`` prints them."""
+    kind = ' (SAR)' if group['sar'] else ''
+    lines = [
+        '',
+        f'{group["name"]}{kind}{title_suffix}',
+        f'  bands      {group["count"]} x {group["dtype"]}: '
+        + ', '.join(group['bands']),
+    ]
+    if group['sar']:
+        lines.append(f'  SAR        {group["sar"]["conversion"]}')
+    lines.append(f'  nodata     {group["nodata"]}')
+    return lines
 
 
 def _format_statistics(group: dict[str, Any]) -> list[str]:
