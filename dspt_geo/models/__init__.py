@@ -30,21 +30,15 @@ __all__ = (
 )
 
 # Fine-tuning: the encoder of one sensor group, pyramid necks and heads, task models.
+from .classification import ClassificationModel
+from .detection import DetectionModel
+from .detection_glue import ViTDetBackbone
 from .encoder import EncoderSpec, SensorEncoder, build_encoder
 from .finetuned import FINETUNED_KIND, load_finetuned
 from .heads import BlockPyramid, PyramidPooling, SimpleFeaturePyramid, UperNetHead
-from .tasks import (
-    CONFIG_VERSION,
-    ClassificationModel,
-    DetectionModel,
-    SegmentationModel,
-    TaskModel,
-    TaskName,
-    ViTDetBackbone,
-    build_task_model,
-    build_task_model_from_config,
-    default_out_indices,
-)
+from .segmentation import SegmentationModel, default_out_indices
+from .task_base import CONFIG_VERSION, TaskName
+from .tasks import TaskModel, build_task_model, build_task_model_from_config
 
 # mypy types the first tuple by its length; merge the two tuples when convenient.
 __all__ += (  # type: ignore[assignment]
