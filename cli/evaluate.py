@@ -4,12 +4,12 @@ import logging
 
 import click
 
-from .options import MultiValueOption
+from .options import MultiValueCommand, MultiValueOption
 
 logger = logging.getLogger(__name__)
 
 
-@click.command()
+@click.command(cls=MultiValueCommand)
 @click.argument('model', type=click.Path(exists=True, dir_okay=False))
 @click.option(
     '--images',

@@ -6,6 +6,7 @@ import click
 
 from .logs import route_lightning_logs
 from .options import (
+    MultiValueCommand,
     MultiValueOption,
     hardware_options,
     key_values,
@@ -31,7 +32,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     return value
 
 
-@click.command()
+@click.command(cls=MultiValueCommand)
 @click.argument('task', type=click.Choice(TASKS))
 @click.option(
     '--images',
@@ -215,10 +216,6 @@ def finetune(
 
     route_lightning_logs()
 
-    for name in ('images', 'labels'):
-        options[name] = list(options[name])
-    if not options['model_args']:
-        options['model_args'] = None  # the --init file's
     settings = merge_settings(
         ctx, FinetuneConfig.read_yaml(config_file) if config_file else {}, options
     )

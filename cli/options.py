@@ -57,8 +57,10 @@ def merge_settings(
 ) -> dict[str, Any]:
     """Settings of a ``--config`` file overridden by the options given explicitly.
 
-    Options left at their defaults fill only what the file leaves open; empty
-    ``KEY=VALUE`` lists never replace the file's.
+    Options left at their defaults are left out, so that the file's setting, else
+    the configuration dataclass's default, applies: the dataclasses in
+    :mod:`dspt_geo.train.config` hold the defaults, an option's ``default`` only
+    shows it in ``--help`` (tests/cli/test_option_defaults.py checks they agree).
 
     Args:
         ctx: the command's context.
@@ -68,11 +70,9 @@ def merge_settings(
     Returns:
         *settings*.
     """
+    defaults = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
     for name, value in options.items():
-        explicit = ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
-        if explicit or name not in settings:
-            if isinstance(value, dict) and not value and name in settings:
-                continue
+        if ctx.get_parameter_source(name) not in defaults:
             settings[name] = value
     return settings
 
@@ -81,6 +81,7 @@ class MultiValueOption(click.Option):
     """An option taking one or more values, as ``--images a.tif b.tif`` (a shell glob).
 
     It takes the words after it up to the next option; it may also be repeated.
+    Its command must be a :class:`MultiValueCommand`, which spreads the words.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -88,22 +89,39 @@ class MultiValueOption(click.Option):
         kwargs['multiple'] = True
         super().__init__(*args, **kwargs)
 
-    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
-        """Register the option, then make its parser take the words that follow."""
-        super().add_to_parser(parser, ctx)
-        registered = getattr(parser, '_long_opt', {})
-        for name in self.opts:
-            option = registered.get(name)
-            if option is None:
-                continue
-            store = option.process
 
-            def process(value: Any, state: Any, store: Any = store) -> None:
-                store(value, state)
-                while state.rargs and not state.rargs[0].startswith('-'):
-                    store(state.rargs.pop(0), state)
+class MultiValueCommand(click.Command):
+    """A command whose :class:`MultiValueOption` options take the words after them.
 
-            option.process = process
+    Before parsing, ``--images a.tif b.tif --out run`` is read as
+    ``--images a.tif --images b.tif --out run``: each word after such an option, up
+    to the next word starting with ``-`` (or ``--``), repeats the option.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Spread the values of multi-value options, then parse as usual."""
+        names = {
+            name
+            for param in self.params
+            if isinstance(param, MultiValueOption)
+            for name in param.opts
+        }
+        spread: list[str] = []
+        option, own_value = None, False
+        for index, word in enumerate(args):
+            if own_value:  # the word right after the option is its value anyway
+                own_value = False
+            elif word == '--':
+                spread.extend(args[index:])
+                break
+            elif option is not None and not word.startswith('-'):
+                spread.append(option)
+            else:
+                name, sep, _ = word.partition('=')
+                option = name if name in names else None
+                own_value = option is not None and not sep
+            spread.append(word)
+        return super().parse_args(ctx, spread)
 
 
 def hardware_options(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,6 +6,7 @@ import click
 
 from .logs import route_lightning_logs
 from .options import (
+    MultiValueCommand,
     MultiValueOption,
     crs_option,
     hardware_options,
@@ -18,7 +19,7 @@ from .options import (
 )
 
 
-@click.command()
+@click.command(cls=MultiValueCommand)
 @click.argument('paths', nargs=-1, type=click.Path(exists=True))
 @click.option(
     '--out',

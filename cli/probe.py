@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import MultiValueOption
+from .options import MultiValueCommand, MultiValueOption
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str) -> object:
     return spec
 
 
-@click.command()
+@click.command(cls=MultiValueCommand)
 @click.argument('encoders', nargs=-1, required=True)
 @click.option(
     '--images',

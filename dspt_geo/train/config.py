@@ -4,7 +4,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from types import UnionType
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
 import yaml
 
@@ -62,10 +63,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build from plain data, naming unknown or missing keys.
+        """Build from plain data (a YAML file's, or the options'), checking each key.
+
+        Values are checked against the fields' types: an integer is a number, a
+        single string a one-item list, a list a tuple (YAML has no tuples).
 
         Raises:
-            ConfigError: If a key is unknown or a required one is missing.
+            ConfigError: If a key is unknown, a required one is missing, or a value
+                is not of its field's type.
         """
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
@@ -76,7 +81,10 @@ class RunConfig:
         if missing:
             msg = f'missing configuration: {", ".join(missing)}'
             raise ConfigError(msg)
-        return cls(**data)
+        types = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(
+            **{key: _typed(key, value, types[key]) for key, value in data.items()}
+        )
 
     @staticmethod
     def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -343,6 +351,91 @@ class FinetuneConfig(RunConfig):
                 f'{size} px tiles'
             )
             raise ConfigError(msg)
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """*value* of configuration *key* checked against its field's type *hint*.
+
+    Raises:
+        ConfigError: If it is not of that type, naming the key.
+    """
+    try:
+        return _conform(value, hint)
+    except TypeError:
+        msg = f'configuration key {key!r} must be {_describe(hint)}, got {value!r}'
+        raise ConfigError(msg) from None
+
+
+def _conform(value: Any, hint: Any) -> Any:
+    """*value* as of type *hint* (a type of the configuration fields).
+
+    Raises:
+        TypeError: If *value* is not of that type.
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin is UnionType:
+        for option in args:
+            try:
+                return _conform(value, option)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin is Literal:
+        if value in args:
+            return value
+        raise TypeError
+    if hint is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if origin is list:
+        if isinstance(value, str | os.PathLike):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise TypeError
+        return [_conform(item, args[0]) for item in value]
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise TypeError
+        return tuple(_conform(item, arg) for item, arg in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError
+        return value
+    if isinstance(value, bool) and hint is not bool:
+        raise TypeError  # YAML's true is no number
+    if hint is float and isinstance(value, int):
+        return float(value)
+    if hint is str and isinstance(value, os.PathLike):
+        return str(value)
+    if isinstance(value, hint):
+        return value
+    raise TypeError
+
+
+def _describe(hint: Any) -> str:
+    """The type *hint* in words, for error messages."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is UnionType:
+        return ' or '.join(_describe(arg) for arg in args)
+    if origin is Literal:
+        return 'one of ' + ', '.join(repr(arg) for arg in args)
+    if origin is list:
+        return f'a list of {_describe(args[0])}'
+    if origin is tuple:
+        return f'a list of {len(args)} ({", ".join(_describe(a) for a in args)})'
+    if origin is dict:
+        return 'a mapping of names to values'
+    words = {
+        str: 'text',
+        int: 'an integer',
+        float: 'a number',
+        bool: 'true or false',
+        type(None): 'null',
+    }
+    return words.get(hint, str(hint))
 
 
 def _as_list(value: Any) -> list[Any]:

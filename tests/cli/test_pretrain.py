@@ -256,6 +256,29 @@ def test_config_file_with_an_unknown_key(optical, tmp_path):
     assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize(
+    ('key', 'value', 'expected'),
+    [
+        ('steps', 'ten', "'steps' must be an integer or null, got 'ten'"),
+        ('norm_pix_loss', 'yes please', "'norm_pix_loss' must be true or false"),
+        ('crop_scale', [0.2], "'crop_scale' must be a list of 2 (a number, a number)"),
+        ('batch_size', True, "'batch_size' must be an integer, got True"),
+    ],
+)
+def test_config_file_with_a_wrong_type(optical, tmp_path, key, value, expected):
+    config = tmp_path / 'config.yaml'
+    config.write_text(
+        yaml.safe_dump(
+            {'paths': [str(optical)], 'out': str(tmp_path / 'run'), key: value}
+        )
+    )
+
+    result = pretrain('--config', config)
+
+    assert_user_error(result, f'configuration key {expected}')
+    assert not (tmp_path / 'run').exists()
+
+
 def test_config_file_that_is_not_a_mapping(tmp_path):
     config = tmp_path / 'config.yaml'
     config.write_text('- just\n- a list\n')
