@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from dspt_geo.models import load_finetuned, load_model_file, save_model_file
+from dspt_geo.predict import PredictionSpec
 
 TASKS = ('classify', 'segment', 'detect')
 
@@ -128,8 +129,7 @@ def test_the_model_file_describes_itself(task, trained, labelled):
     assert metadata['class_table']['names'] == names
     assert metadata['training']['steps'] > 0 and metadata['training']['world_size'] == 1
     json.dumps(metadata, allow_nan=False)  # strict JSON
-    spec = pytest.importorskip('dspt_geo.predict.spec').PredictionSpec
-    assert spec.from_metadata(metadata).class_names == tuple(names)
+    assert PredictionSpec.from_metadata(metadata).class_names == tuple(names)
     with torch.no_grad():
         output = model(torch.zeros(1, 3, size, size))
     if task == 'classify':
@@ -291,8 +291,7 @@ def check_real_run(cli_run, run: Path, data: list[object], tmp_path: Path) -> di
     """The model file is complete and evaluate reports metrics in [0, 1]."""
     _, metadata = load_finetuned(run / 'model.safetensors')
     assert metadata['kind'] == 'finetuned'
-    spec = pytest.importorskip('dspt_geo.predict.spec').PredictionSpec
-    spec.from_metadata(metadata)
+    PredictionSpec.from_metadata(metadata)
     report = evaluate_json(
         cli_run,
         run / 'model.safetensors',
