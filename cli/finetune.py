@@ -199,6 +199,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 @click.pass_context
 def finetune(
     ctx: click.Context,
+    /,
     task: str,
     config_file: str | None,
     resume: bool,

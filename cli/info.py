@@ -5,6 +5,8 @@ import logging
 
 import click
 
+from dspt_geo.data import SarMode
+
 from .options import crs_option, nodata_option, res_option, sar_mode_option
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ def info(
     crs: str | None,
     res: float | None,
     nodata: float | None,
-    sar_mode: str,
+    sar_mode: SarMode,
 ) -> None:
     """Describe the sensor groups found in PATHS (folders, searched recursively, or files).
 

@@ -11,8 +11,10 @@ def _tile(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> int | Literal['auto'] | None:
     """``--tile``: a window size of at least 8 pixels, or ``auto``."""
-    if value is None or value == 'auto':
-        return value
+    if value is None:
+        return None
+    if value == 'auto':
+        return 'auto'
     try:
         size = int(value)
     except ValueError:

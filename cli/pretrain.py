@@ -165,6 +165,7 @@ from .options import (
 @click.pass_context
 def pretrain(
     ctx: click.Context,
+    /,
     paths: tuple[str, ...],
     config_file: str | None,
     resume: bool,

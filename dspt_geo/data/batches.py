@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import IterableDataset
 
 from .chips import ChipDataset, ChipStream
@@ -146,8 +145,13 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
                 int(torch.multinomial(self.weights, 1, generator=generator))
             ]
             samples = [next(patches[name]) for _ in range(self.batch_size)]
-            images: Tensor | list[Tensor] = [sample['image'] for sample in samples]
-            valid: Tensor | list[Tensor] = [sample['valid'] for sample in samples]
-            if len({sample['image'].shape for sample in samples}) == 1:
-                images, valid = torch.stack(images), torch.stack(valid)
-            yield {'image': images, 'valid': valid, 'sensor': name}
+            images = [sample['image'] for sample in samples]
+            valid = [sample['valid'] for sample in samples]
+            if len({image.shape for image in images}) == 1:
+                yield {
+                    'image': torch.stack(images),
+                    'valid': torch.stack(valid),
+                    'sensor': name,
+                }
+            else:
+                yield {'image': images, 'valid': valid, 'sensor': name}

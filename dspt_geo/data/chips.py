@@ -70,8 +70,11 @@ def read_chip_pixels(
                 if image.mode in modes:
                     if window is not None:
                         row, col, rows, cols = window
-                        image = image.crop((col, row, col + cols, row + rows))
-                    data = np.asarray(image)
+                        data = np.asarray(
+                            image.crop((col, row, col + cols, row + rows))
+                        )
+                    else:
+                        data = np.asarray(image)
                     return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
         except OSError as error:
             msg = f'cannot read chip {chip.path}: {error}'
@@ -166,10 +169,9 @@ class ChipDataset(Dataset[dict[str, Any]]):
             array = data.astype(np.float32, order='C', copy=False)
         # The mask is built in numpy: a few torch calls would cost as much as
         # decoding a small chip.
-        if self.always_valid:
-            valid = np.ones(array.shape[1:], dtype=bool)
-        else:
-            valid = np.isfinite(array).all(axis=0)
+        valid = np.ones(array.shape[1:], dtype=bool)
+        if not self.always_valid:
+            valid &= np.isfinite(array).all(axis=0)
             if self.nodata is not None and not np.isnan(self.nodata):
                 valid &= (array != self.nodata).any(axis=0)
         if alpha is not None:

@@ -314,6 +314,7 @@ class SensorDataset(RasterDataset):
             ]
             data = np.concatenate(layers)
         else:
+            assert self.band_indexes is not None  # set unless separate_files
             data = self._read_window(
                 raster.path, self.band_indexes, left, top, right - left, top - bottom,
                 height, width,

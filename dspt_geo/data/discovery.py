@@ -224,14 +224,14 @@ def scan_rasters(
     .. versionchanged:: 0.2
        Added *chips* and *report*.
     """
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
+    folders = [Path(p) for p in paths]
+    missing = [str(p) for p in folders if not p.exists()]
     if missing:
         msg = f'no such file or folder: {", ".join(missing)}'
         raise NoRastersFoundError(msg)
 
     result = ScanResult()
-    candidates = _candidate_files(paths)
+    candidates = _candidate_files(folders)
     given = {os.path.abspath(path): str(path) for path in candidates}
     singles, band_sets = _split_band_files(candidates)
     for path in singles:
@@ -251,7 +251,7 @@ def scan_rasters(
     if report:
         report_skipped(result.skipped)
     if not result.rasters and not result.chips:
-        where = ', '.join(str(p) for p in paths)
+        where = ', '.join(str(p) for p in folders)
         found = (
             'georeferenced raster or image chip' if chips else 'georeferenced raster'
         )

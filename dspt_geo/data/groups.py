@@ -322,7 +322,7 @@ def _to_pair(res: float | tuple[float, float]) -> tuple[float, float]:
 def _majority_crs(rasters: list[RasterFile]) -> CRS:
     """The CRS holding most pixels (ties: the first file's)."""
     pixels: Counter[str] = Counter()
-    by_wkt = {}
+    by_wkt: dict[str, CRS] = {}
     for raster in rasters:
         wkt = raster.crs.to_wkt()
         by_wkt.setdefault(wkt, raster.crs)

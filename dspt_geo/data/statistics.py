@@ -63,9 +63,10 @@ class BandStatistics:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> 'BandStatistics':
         """Inverse of :meth:`to_dict`."""
-        return cls(
-            **{key: tuple(v) if isinstance(v, list) else v for key, v in data.items()}
-        )
+        fields: dict[str, Any] = {
+            key: tuple(v) if isinstance(v, list) else v for key, v in data.items()
+        }
+        return cls(**fields)
 
 
 def compute_statistics(

@@ -63,6 +63,10 @@ class RawInputModel(nn.Module):
     .. versionadded:: 0.2
     """
 
+    #: Buffers: the band means and inverse standard deviations, (1, C, 1, 1).
+    mean: Tensor
+    inv_std: Tensor
+
     def __init__(self, model: nn.Module, spec: PredictionSpec) -> None:
         """Wrap *model* with *spec*'s normalisation."""
         super().__init__()
@@ -218,6 +222,7 @@ def export_onnx(
                 dynamo=True,
                 verbose=False,
             )
+        assert program is not None  # dynamo=True returns the program
         proto = program.model_proto
         for key, value in deepness_metadata(metadata, spec).items():
             entry = proto.metadata_props.add()

@@ -484,7 +484,7 @@ class MaskedAutoencoder(nn.Module):
     def _encode(self, tokens: Tensor) -> Tensor:
         """Run patch tokens through the shared encoder, class token first."""
         # MAE's class-token position embedding is zero; a learned one is added.
-        cls_token = self._cls_token
+        cls_token: Tensor = self._cls_token
         if self.encoder.pos_embed is not None:
             cls_token = cls_token + self.encoder.pos_embed[:, :1].to(cls_token.dtype)
         cls_token = cls_token.expand(tokens.shape[0], -1, -1)

@@ -44,7 +44,7 @@ import pickle
 import pickletools
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,9 @@ _CODE_OPCODES = frozenset({'GLOBAL', 'STACK_GLOBAL', 'INST', 'OBJ', 'REDUCE', 'N
 #: Classes that the safe unpickler may rebuild besides tensors and containers: the
 #: reference MAE and CSPT code saves its ``argparse.Namespace`` under ``args``, whose
 #: rebuilding sets attributes only and runs no code (issue 11).
-_SAFE_GLOBALS = [argparse.Namespace]
+_SAFE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+    argparse.Namespace
+]
 
 #: Most architecture disagreements listed in an error message.
 _MAX_PROBLEMS = 5

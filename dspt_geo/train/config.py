@@ -16,6 +16,7 @@ from ..data.labels.split import (
     RandomSplit,
     SplitSpec,
 )
+from ..data.sar import SarMode
 from ..errors import ConfigError
 from .tracking import check_logger
 
@@ -72,7 +73,7 @@ class RunConfig:
             ConfigError: If a key is unknown, a required one is missing, or a value
                 is not of its field's type.
         """
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             msg = f'unknown configuration keys: {", ".join(unknown)}'
@@ -81,7 +82,7 @@ class RunConfig:
         if missing:
             msg = f'missing configuration: {", ".join(missing)}'
             raise ConfigError(msg)
-        types = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
         return cls(
             **{key: _typed(key, value, types[key]) for key, value in data.items()}
         )
@@ -160,7 +161,7 @@ class PretrainConfig(RunConfig):
     #: Patches with a smaller share of valid pixels are not trained on.
     min_valid_fraction: float = 0.5
     #: Data reading (see ``dspt-geo info``).
-    sar_mode: str = 'auto'
+    sar_mode: SarMode = 'auto'
     nodata: float | None = None
     crs: str | None = None
     res: float | None = None

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from ..models import build_task_model_from_config
@@ -165,7 +166,7 @@ class FinetuneTask(L.LightningModule):
         self.val_metrics.reset()
         self.validated_step = self.global_step
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with layer-wise decay, warmup and cosine decay, stepped every step."""
         hp = self.hparams
         optimizer = torch.optim.AdamW(

@@ -121,7 +121,7 @@ def stop_on_signals(trainer: L.Trainer, what: str, run: Path) -> Iterator[None]:
         # SIGTERMException, or Lightning's exit after a KeyboardInterrupt.
         if not (isinstance(stop, SIGTERMException) or received):
             raise
-        signum = received[0] if received else signal.SIGTERM
+        stopped_by = received[0] if received else int(signal.SIGTERM)
         saved = next(
             (
                 c.saved_step
@@ -131,8 +131,8 @@ def stop_on_signals(trainer: L.Trainer, what: str, run: Path) -> Iterator[None]:
             None,
         )
         raise RunInterruptedError(
-            _message(what, signal.Signals(signum), run, trainer.global_step, saved),
-            signum,
+            _message(what, signal.Signals(stopped_by), run, trainer.global_step, saved),
+            stopped_by,
         ) from None
     finally:
         for signum, handler in previous.items():

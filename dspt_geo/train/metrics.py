@@ -39,6 +39,8 @@ class _Counts(Metric):
     """A vector of counts summed over batches and processes."""
 
     full_state_update = False
+    #: The state: one count per entry.
+    counts: Tensor
 
     def __init__(self, size: int) -> None:
         super().__init__()

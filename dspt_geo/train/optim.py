@@ -82,7 +82,8 @@ def decay_groups(
     Returns:
         parameter groups for :class:`torch.optim.AdamW` (empty groups left out).
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in named_parameters:
         if param.requires_grad:
             (no_decay if _no_decay(name, param) else decay).append(param)

@@ -5,6 +5,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from ..models import MaskedAutoencoder, create_encoder
@@ -95,7 +96,7 @@ class MAEPretrainTask(L.LightningModule):
         self.log('loss', output.loss, prog_bar=True, batch_size=batch['image'].shape[0])
         return output.loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with warmup and cosine decay, stepped every optimiser step."""
         hp = self.hparams
         optimizer = torch.optim.AdamW(

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -316,7 +317,7 @@ def _export(
             'res': list(group.res) if isinstance(group, SensorGroup) else None,
             'statistics': datamodule.statistics[name].to_dict(),
         }
-    metadata = {
+    metadata: dict[str, Any] = {
         'kind': 'mae-pretrained',
         'model': {
             'name': config.model,
