@@ -200,7 +200,7 @@ class DetectionModel(TaskModelBase, FasterRCNN):  # type: ignore[misc]  # torchv
         self.detector_args = args
 
     @property
-    def encoder(self) -> SensorEncoder:
+    def encoder(self) -> SensorEncoder:  # type: ignore[override]  # base: an attribute
         """The encoder, inside the backbone."""
         return cast(SensorEncoder, self.backbone.encoder)
 
