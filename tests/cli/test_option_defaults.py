@@ -25,8 +25,9 @@ NOT_CONFIGURATION = {'paths', 'task', 'config_file', 'resume', 'overwrite'}
 
 #: Task arguments named like a configuration key but meaning something else: the
 #: task's lr is the peak the run computes (from base_lr unless lr is given), its
-#: class_weights the weights the run computes by the configuration's rule.
-DIFFERENT_MEANING = {'lr', 'class_weights'}
+#: class_weights the weights the run computes by the configuration's rule, the
+#: fine-tuning task's model the built task model (not a timm name).
+DIFFERENT_MEANING = {'lr', 'class_weights', 'model'}
 
 COMMANDS = [(pretrain, PretrainConfig), (finetune, FinetuneConfig)]
 
