@@ -4,6 +4,8 @@ from typing import Any
 
 import click
 
+from dspt_geo.task import TASKS
+
 from .logs import route_lightning_logs
 from .options import (
     MultiValueCommand,
@@ -13,9 +15,6 @@ from .options import (
     merge_settings,
     run_options,
 )
-
-#: The tasks, as the library names them.
-TASKS = ('classify', 'segment', 'detect')
 
 
 def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -13,10 +13,11 @@ parameter, 0 for the stem and class token, ``i + 1`` for block ``i``, and
 ``lr * decay ** (num_layers + 1 - layer_id)``.
 """
 
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from torch import Tensor
 
+from ..task import Task
 from .encoder import SensorEncoder
 
 __all__ = (
@@ -28,7 +29,7 @@ __all__ = (
 )
 
 #: The fine-tuning tasks.
-TaskName: TypeAlias = Literal['classify', 'segment', 'detect']
+TaskName: TypeAlias = Task
 
 #: Version of the layout of :meth:`TaskModelBase.config`.
 CONFIG_VERSION = 1

@@ -18,6 +18,7 @@ from ..data.labels.split import (
 )
 from ..data.sar import SarMode
 from ..errors import ConfigError
+from ..task import Task
 from .tracking import check_logger
 
 __all__ = (
@@ -230,7 +231,7 @@ class FinetuneConfig(RunConfig):
     REQUIRED: ClassVar[tuple[str, ...]] = ('task', 'images', 'out')
 
     #: ``'classify'``, ``'segment'`` or ``'detect'``.
-    task: Literal['classify', 'segment', 'detect']
+    task: Task
     #: Image rasters, chip folders, or a folder (or .zip) of class folders.
     images: list[str]
     #: Run folder: configuration, checkpoints, metrics, the fine-tuned model.

@@ -33,6 +33,7 @@ from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError, ConfigError, RunDirError
 from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model_file
+from ..models.finetuned import FinetunedMetadata, PredictionSpec
 from ..models.head_sizes import detection_sampling, log_head_sizes
 from ..models.model_file import read_metadata
 from .callbacks import ConfusionImage, MetricsCSV
@@ -478,8 +479,11 @@ def _sensor_name(data: LabelledData) -> str:
     return layout_name(data.in_chans, dtype, () if generic else data.bands)
 
 
-def _sensor(data: LabelledData, statistics: BandStatistics) -> dict[str, Any]:
-    """What prediction needs to read scenes as training did."""
+def _spec(
+    config: FinetuneConfig, data: LabelledData, statistics: BandStatistics, patch: int
+) -> PredictionSpec:
+    """What prediction needs to read scenes as training did and use the outputs."""
+    assert config.image_size is not None and config.tile_overlap is not None, 'resolved'
     images = data.images
     nodata, sar, res = None, None, None
     if images is not None:
@@ -487,16 +491,25 @@ def _sensor(data: LabelledData, statistics: BandStatistics) -> dict[str, Any]:
         sar = images.sar
         crs = CRS.from_user_input(images.crs)
         if crs.is_projected and crs.linear_units_factor[1] == 1.0:  # metres
-            res = [float(images.res[0]), float(images.res[1])]
-    return {
-        'name': _sensor_name(data),
-        'bands': list(data.bands),
-        'in_chans': data.in_chans,
-        'nodata': None if nodata is None else float(nodata),
-        **(sar.to_dict() if sar else {'sar_scale': None, 'sar_mode': None}),
-        'statistics': statistics.to_dict(),
-        'res': res,
-    }
+            res = (float(images.res[0]), float(images.res[1]))
+    table = data.class_table
+    return PredictionSpec(
+        task=config.task,
+        class_names=tuple(table.names),
+        class_colours=tuple(tuple(colour) for colour in table.colours),  # type: ignore[misc]
+        bands=tuple(data.bands),
+        in_chans=data.in_chans,
+        statistics=statistics,
+        nodata=None if nodata is None else float(nodata),
+        sar=sar,
+        tile=config.image_size,
+        overlap=config.tile_overlap,
+        score_threshold=config.score_threshold,
+        sensor=_sensor_name(data),
+        res=res,
+        max_objects=_max_objects(data, config.image_size),
+        patch_size=patch,
+    )
 
 
 def _validation_history(path: Path, name: str) -> list[tuple[int, float]]:
@@ -542,35 +555,24 @@ def _metadata(
     seconds: float,
 ) -> dict[str, Any]:
     """The model file's metadata (schema in :mod:`dspt_geo.models.finetuned`)."""
-    table = data.class_table
     model_config = task.model.config()
     encoder = model_config['encoder']
     metric = f'val_{MONITORED[config.task]}'
     history = _validation_history(config.run_dir / 'metrics.csv', metric)
     best = max(history, key=lambda item: item[1], default=None)
     final = history[-1] if history else None
-    return {
-        'kind': FINETUNED_KIND,
-        'task': config.task,
-        'classes': [
-            {'name': name, 'colour': list(colour)}
-            for name, colour in zip(table.names, table.colours, strict=True)
-        ],
-        'sensor': _sensor(data, statistics),
-        'tile': {'size': config.image_size, 'overlap': config.tile_overlap},
-        'score_threshold': config.score_threshold,
-        'max_objects': _max_objects(data, config.image_size),
-        'model_config': model_config,
-        'class_table': table.to_dict(),
-        'model': {
+    return FinetunedMetadata(
+        spec=_spec(config, data, statistics, encoder['patch_size']),
+        model_config=model_config,
+        model={
             'name': encoder['model'],
             'model_args': encoder['model_args'],
             'image_size': encoder['image_size'],
-            'patch_size': encoder['patch_size'],
             'embed_dim': task.model.encoder.embed_dim,
             'depth': task.model.num_layers,
         },
-        'training': {
+        class_table=data.class_table.to_dict(),
+        training={
             'steps': trainer.global_step,
             'epochs': trainer.current_epoch,
             'seconds': round(seconds, 1),
@@ -594,4 +596,4 @@ def _metadata(
             'best': None if best is None else {'step': best[0], 'value': best[1]},
             'final': None if final is None else {'step': final[0], 'value': final[1]},
         },
-    }
+    ).to_metadata()

@@ -20,7 +20,7 @@ and :meth:`TaskMetrics.compute` reports on all of them.
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,8 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
+
+from ..task import Task
 
 __all__ = ('MONITORED', 'TaskMetrics')
 
@@ -62,10 +64,7 @@ class TaskMetrics(nn.Module):
     """
 
     def __init__(
-        self,
-        task: Literal['classify', 'segment', 'detect'],
-        class_names: Sequence[str],
-        ignore_index: int = 255,
+        self, task: Task, class_names: Sequence[str], ignore_index: int = 255
     ) -> None:
         """Initialise the metrics.
 

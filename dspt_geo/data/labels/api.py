@@ -47,6 +47,7 @@ from ...errors import (
     LabelError,
     NoRastersFoundError,
 )
+from ...task import TASKS, Task
 from ..dataset import SensorDataset
 from ..discovery import RasterFile, report_skipped, scan_rasters
 from ..groups import group_rasters
@@ -119,11 +120,6 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
-
-Task = Literal['classify', 'segment', 'detect']
-
-#: The fine-tuning tasks.
-TASKS: tuple[Task, ...] = ('classify', 'segment', 'detect')
 
 #: Default chip size (pixels) of scene chips and of location chips.
 _SCENE_SIZE = 256
