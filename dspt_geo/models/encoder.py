@@ -5,21 +5,22 @@ Learners", CVPR 2022, https://arxiv.org/abs/2111.06377), fine-tuning keeps the
 encoder and drops the decoder. :class:`SensorEncoder` is that encoder for one sensor
 group: the group's patch-embedding stem, the class token, fixed 2-D sin-cos position
 embeddings computed for every patch grid, the transformer blocks (with their drop
-path) and the final norm. It takes the modules over from a
-:class:`~dspt_geo.models.mae.MaskedAutoencoder` (:meth:`SensorEncoder.from_mae`), so
-any weights the autoencoder was given (:func:`~dspt_geo.models.load_init_weights`)
-are the encoder's.
+path) and the final norm. It is made from a timm ViT (:meth:`SensorEncoder.create`)
+and filled by :func:`~dspt_geo.models.load_init_weights`, which reads any source
+checkpoint straight into its layout, or it takes the modules over from a trained
+:class:`~dspt_geo.models.mae.MaskedAutoencoder` (:meth:`SensorEncoder.from_mae`).
 
-:func:`build_encoder` does all of it in one call, and an :class:`EncoderSpec`, plain
-JSON, rebuilds the same architecture later (:meth:`SensorEncoder.from_spec`), for
-example to load a fine-tuned model file for prediction.
+:func:`build_encoder` creates and fills one in one call, and an :class:`EncoderSpec`,
+plain JSON, rebuilds the same architecture later (:meth:`SensorEncoder.from_spec`),
+for example to load a fine-tuned model file for prediction.
 """
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 from timm.layers.patch_embed import PatchEmbed
@@ -27,25 +28,13 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .mae import MaskedAutoencoder
-from .pos_embed import patch_pos_embed, sincos_pos_embed_2d
+from .mae import MaskedAutoencoder, check_vit, init_weights, sensor_stem
+from .pos_embed import patch_pos_embed, resample_pos_embed, sincos_pos_embed_2d
 from .vit import create_encoder
 from .weights import LoadReport, load_init_weights, report_logger
 
 __all__ = ('EncoderSpec', 'SensorEncoder', 'build_encoder')
 
-
-class _Decoder(NamedTuple):
-    """Width, depth and heads of the throw-away autoencoder's decoder."""
-
-    embed_dim: int
-    depth: int
-    num_heads: int
-
-
-#: Decoder of the throw-away autoencoder when the weights bring none: the smallest
-#: that :class:`MaskedAutoencoder` accepts.
-_TINY_DECODER = _Decoder(embed_dim=4, depth=0, num_heads=1)
 
 #: Name of the sensor group when none is given.
 DEFAULT_SENSOR = 'image'
@@ -243,17 +232,8 @@ class SensorEncoder(nn.Module):
                 f'{mae.sensors[sensor]} bands, patch {mae.patch_size})'
             )
         vit = mae.encoder
-        taken = {'cls_token', 'pos_embed', 'norm_pre.', 'blocks.', 'norm.'}
-        left = [
-            name
-            for name, _ in vit.named_parameters()
-            if not any(name == key or name.startswith(key) for key in taken)
-        ]
-        if left or vit.cls_token is None:
-            raise ValueError(
-                f'the ViT has parameters that a SensorEncoder does not use: {left}; '
-                'create it with dspt_geo.models.create_encoder'
-            )
+        _check_taken(vit)
+        assert vit.cls_token is not None, '_check_taken'
         stem = mae.patch_embed[sensor]
         assert isinstance(stem, PatchEmbed)
         encoder = cls(
@@ -265,6 +245,55 @@ class SensorEncoder(nn.Module):
             pos_embed=vit.pos_embed,
             spec=spec,
         )
+        encoder.grad_checkpointing = bool(vit.grad_checkpointing)
+        return encoder
+
+    @classmethod
+    def create(cls, vit: VisionTransformer, spec: EncoderSpec) -> 'SensorEncoder':
+        """Make the encoder of one sensor group from a fresh timm ViT.
+
+        The ViT's stem is replaced by one for the group's bands and its position
+        embedding by computed sin-cos; the weights are initialised as MAE
+        initialises its encoder. Load starting weights afterwards with
+        :func:`~dspt_geo.models.load_init_weights`, which reads any source
+        checkpoint straight into this layout (issue 10).
+
+        Args:
+            vit: A ViT from :func:`~dspt_geo.models.create_encoder`; its blocks
+                and norms become the encoder's.
+            spec: The architecture; its ``in_chans`` and ``sensor`` name the stem.
+
+        Returns:
+            The encoder.
+
+        Raises:
+            ValueError: If the ViT cannot be split into a stem and blocks, its width
+                is not a multiple of 4, or it disagrees with *spec*.
+
+        .. versionadded:: 0.1
+        """
+        check_vit(vit)
+        stem = vit.patch_embed
+        if vit.embed_dim % 4 or stem.patch_size[0] != spec.patch_size:
+            raise ValueError(
+                f'the ViT (width {vit.embed_dim}, patch {stem.patch_size[0]}) does not '
+                f'fit: sin-cos position embeddings need a width that is a multiple '
+                f'of 4, and the spec says patch {spec.patch_size}'
+            )
+        vit.patch_embed = nn.Identity()
+        vit.pos_embed = None
+        _check_taken(vit)
+        assert vit.cls_token is not None, '_check_taken'
+        encoder = cls(
+            sensor_stem(stem, spec.in_chans),
+            vit.cls_token,
+            vit.blocks,
+            vit.norm,
+            norm_pre=vit.norm_pre,
+            spec=spec,
+        )
+        nn.init.normal_(encoder.cls_token, std=0.02)
+        init_weights(encoder)
         encoder.grad_checkpointing = bool(vit.grad_checkpointing)
         return encoder
 
@@ -289,15 +318,40 @@ class SensorEncoder(nn.Module):
             drop_path_rate=spec.drop_path_rate,
             **spec.model_args,
         )
-        mae = _wrap(vit, spec.sensor, spec.in_chans, _TINY_DECODER)
+        encoder = cls.create(vit, spec)
         if spec.pos_embed == 'learned':
-            mae.learn_pos_embed()
-        return cls.from_mae(mae, spec.sensor, spec=spec)
+            encoder.learn_pos_embed()
+        return encoder
 
     @property
     def num_layers(self) -> int:
         """Number of transformer blocks."""
         return len(self.blocks)
+
+    @property
+    def pos_embed_type(self) -> Literal['sincos', 'learned']:
+        """``'learned'`` when the encoder has a learned position embedding."""
+        return 'sincos' if self.pos_embed is None else 'learned'
+
+    def learn_pos_embed(self, pos_embed: Tensor | None = None) -> None:
+        """Give the encoder a learned absolute position embedding.
+
+        As :meth:`MaskedAutoencoder.learn_pos_embed`: stored for the stem's nominal
+        grid and resampled to the grid of each batch.
+
+        Args:
+            pos_embed: ``(1, 1 + N, D)`` (or ``(1, N, D)``) of a square grid,
+                resampled to the nominal grid with timm's ``resample_abs_pos_embed``;
+                None starts from the sin-cos embedding (class token zero).
+
+        .. versionadded:: 0.1
+        """
+        grid = tuple(self.patch_embed.grid_size)
+        if pos_embed is None:
+            value = sincos_pos_embed_2d(self.embed_dim, grid, cls_token=True)[None]
+        else:
+            value = resample_pos_embed(pos_embed.detach().float(), grid)
+        self.pos_embed = nn.Parameter(value.clone())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory.
@@ -441,10 +495,11 @@ def build_encoder(
 ) -> tuple[SensorEncoder, LoadReport]:
     """Create a fine-tuning encoder and load its starting weights.
 
-    The encoder is created by :func:`~dspt_geo.models.create_encoder`, wrapped in a
-    one-group :class:`MaskedAutoencoder` and filled by
-    :func:`~dspt_geo.models.load_init_weights`, so every weight source and band
-    adaptation of pre-training applies; then the autoencoder's decoder is dropped.
+    The encoder is created by :func:`~dspt_geo.models.create_encoder` and
+    :meth:`SensorEncoder.create`, and filled by
+    :func:`~dspt_geo.models.load_init_weights` straight in its own layout, so every
+    weight source and band adaptation of pre-training applies (a checkpoint's
+    decoder is left out).
     From a dspt-geo pre-trained file with several sensor groups, the stem of the
     group named *sensor* is used, else the one whose bands fit *bands* best.
 
@@ -472,8 +527,8 @@ def build_encoder(
             *init* brings weights, else *image_size*.
 
     Returns:
-        The encoder and what was loaded into it, in the encoder's key names (the
-        decoder's keys left out); the report is logged on
+        The encoder and what was loaded into it, in the encoder's key names; the
+        report is logged on
         :data:`~dspt_geo.models.weights.report_logger`.
 
     Raises:
@@ -500,68 +555,41 @@ def build_encoder(
         drop_path_rate=drop_path_rate,
         **model_args,
     )
-    mae = _wrap(vit, sensor, in_chans, _TINY_DECODER)
-    report = load_init_weights(
-        mae, init, sensor_bands={sensor: bands}, encoder_only=True, log=False
-    )
-    if pos_embed == 'learned' and mae.pos_embed_type == 'sincos':
-        if pretrain_size is None and report.source != 'none':
-            cfg = getattr(vit, 'pretrained_cfg', None) or {}
-            pretrain_size = int(cfg.get('input_size', [image_size])[-1])
-        grid = (pretrain_size or image_size) // mae.patch_size
-        mae.learn_pos_embed(
-            sincos_pos_embed_2d(mae.embed_dim, grid, cls_token=True)[None]
-        )
     spec = EncoderSpec(
-        pos_embed=mae.pos_embed_type,
         model=model,
         in_chans=in_chans,
         image_size=image_size,
-        patch_size=mae.patch_size,
+        patch_size=vit.patch_embed.patch_size[0],
         drop_path_rate=drop_path_rate,
         model_args=model_args,
         sensor=sensor,
         bands=None if bands is None else tuple(bands),
     )
-    encoder = SensorEncoder.from_mae(mae, sensor, spec=spec)
-    report = _encoder_report(report, sensor)
+    encoder = SensorEncoder.create(vit, spec)
+    report = load_init_weights(encoder, init, sensor_bands={sensor: bands}, log=False)
+    if pos_embed == 'learned' and encoder.pos_embed is None:
+        if pretrain_size is None and report.source != 'none':
+            cfg = getattr(vit, 'pretrained_cfg', None) or {}
+            pretrain_size = int(cfg.get('input_size', [image_size])[-1])
+        grid = (pretrain_size or image_size) // encoder.patch_size
+        encoder.learn_pos_embed(
+            sincos_pos_embed_2d(encoder.embed_dim, grid, cls_token=True)[None]
+        )
+    encoder.spec = dataclasses.replace(spec, pos_embed=encoder.pos_embed_type)
     report_logger.info('%s', report)
     return encoder, report
 
 
-def _wrap(
-    vit: VisionTransformer, sensor: str, in_chans: int, decoder: _Decoder
-) -> MaskedAutoencoder:
-    """Wrap a ViT in a one-group autoencoder, whose decoder is thrown away."""
-    return MaskedAutoencoder(
-        vit,
-        {sensor: in_chans},
-        decoder_embed_dim=decoder.embed_dim,
-        decoder_depth=decoder.depth,
-        decoder_num_heads=decoder.num_heads,
-    )
-
-
-def _encoder_report(report: LoadReport, sensor: str) -> LoadReport:
-    """Restate a load report of the wrapping autoencoder in the encoder's key names."""
-
-    def rename(key: str) -> str | None:
-        if key.startswith('encoder.'):
-            return key.removeprefix('encoder.')
-        stem = f'patch_embed.{sensor}.'
-        if key.startswith(stem):
-            return 'patch_embed.' + key.removeprefix(stem)
-        return None
-
-    def keep(keys: list[str]) -> list[str]:
-        return [name for name in map(rename, keys) if name is not None]
-
-    adapted = list(report.adapted)
-    return LoadReport(
-        source=report.source,
-        format=report.format,
-        loaded=keep(report.loaded),
-        missing=keep(report.missing),
-        unexpected=list(report.unexpected),
-        adapted=adapted,
-    )
+def _check_taken(vit: VisionTransformer) -> None:
+    """Refuse a ViT holding parameters that a :class:`SensorEncoder` leaves out."""
+    taken = ('cls_token', 'pos_embed', 'norm_pre.', 'blocks.', 'norm.')
+    left = [
+        name
+        for name, _ in vit.named_parameters()
+        if not any(name == key or name.startswith(key) for key in taken)
+    ]
+    if left or vit.cls_token is None:
+        raise ValueError(
+            f'the ViT has parameters that a SensorEncoder does not use: {left}; '
+            'create it with dspt_geo.models.create_encoder'
+        )

@@ -171,18 +171,8 @@ class MaskedAutoencoder(nn.Module):
            Added *pos_embed*.
         """
         super().__init__()
+        check_vit(encoder)
         stem = encoder.patch_embed
-        if (
-            encoder.cls_token is None
-            or encoder.num_prefix_tokens != 1
-            or type(stem) is not PatchEmbed
-            or not isinstance(stem.norm, nn.Identity)
-            or stem.patch_size[0] != stem.patch_size[1]
-        ):
-            raise ValueError(
-                'the encoder must be a timm ViT with a class token, no other prefix '
-                'tokens and a plain PatchEmbed stem with square patches'
-            )
         if encoder.embed_dim % 4 or decoder_embed_dim % 4:
             raise ValueError(
                 'sin-cos position embeddings need widths that are multiples of 4, got '
@@ -203,18 +193,7 @@ class MaskedAutoencoder(nn.Module):
         self.norm_pix_loss = norm_pix_loss
 
         self.patch_embed = nn.ModuleDict(
-            {
-                name: PatchEmbed(
-                    img_size=stem.img_size,
-                    patch_size=self.patch_size,
-                    in_chans=in_chans,
-                    embed_dim=self.embed_dim,
-                    bias=stem.proj.bias is not None,
-                    strict_img_size=False,
-                    output_fmt='NHWC',
-                )
-                for name, in_chans in self.sensors.items()
-            }
+            {name: sensor_stem(stem, n) for name, n in self.sensors.items()}
         )
         # The stems above replace the encoder's; position embeddings are computed.
         encoder.patch_embed = nn.Identity()
@@ -249,18 +228,7 @@ class MaskedAutoencoder(nn.Module):
         """Initialise every weight as MAE's ``initialize_weights``."""
         nn.init.normal_(self._cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, PatchEmbed):
-                weight = module.proj.weight
-                # Like the Linear layers: the convolution is a Linear over a patch.
-                nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-            elif isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_weights(self)
 
     def patchify(self, images: Tensor) -> Tensor:
         """Cut images into flattened patches.
@@ -515,3 +483,68 @@ class MaskedAutoencoder(nn.Module):
         x = self.decoder_norm(self.decoder_blocks(x))
         pred: Tensor = self.decoder_pred[sensor](x[:, 1:])
         return pred
+
+
+def check_vit(vit: VisionTransformer) -> None:
+    """Check that a timm ViT can be split into sensor stems and shared blocks.
+
+    Args:
+        vit: The encoder, e.g. from :func:`~dspt_geo.models.create_encoder`.
+
+    Raises:
+        ValueError: If it lacks a class token, has other prefix tokens, or its stem
+            is not a plain ``PatchEmbed`` with square patches.
+    """
+    stem = vit.patch_embed
+    if (
+        vit.cls_token is None
+        or vit.num_prefix_tokens != 1
+        or type(stem) is not PatchEmbed
+        or not isinstance(stem.norm, nn.Identity)
+        or stem.patch_size[0] != stem.patch_size[1]
+    ):
+        raise ValueError(
+            'the encoder must be a timm ViT with a class token, no other prefix '
+            'tokens and a plain PatchEmbed stem with square patches'
+        )
+
+
+def sensor_stem(stem: PatchEmbed, in_chans: int) -> PatchEmbed:
+    """A sensor group's patch-embedding stem, shaped as a ViT's stem.
+
+    Args:
+        stem: The ViT's own stem, for its image, patch size, width and bias.
+        in_chans: The group's number of bands.
+
+    Returns:
+        A stem taking any multiple of the patch size, returning ``NHWC`` tokens.
+    """
+    return PatchEmbed(
+        img_size=stem.img_size,
+        patch_size=stem.patch_size[0],
+        in_chans=in_chans,
+        embed_dim=stem.proj.out_channels,
+        bias=stem.proj.bias is not None,
+        strict_img_size=False,
+        output_fmt='NHWC',
+    )
+
+
+def init_weights(model: nn.Module) -> None:
+    """Initialise stems, linear layers and norms as MAE's ``initialize_weights``.
+
+    Args:
+        model: Every submodule of it is initialised.
+    """
+    for module in model.modules():
+        if isinstance(module, PatchEmbed):
+            weight = module.proj.weight
+            # Like the Linear layers: the convolution is a Linear over a patch.
+            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        elif isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

@@ -11,11 +11,10 @@
   :func:`dspt_geo.models.model_file.save_model_file` (or a state dict in the
   :class:`MaskedAutoencoder` layout), to continue training.
 
-The weights may be nested in a checkpoint (``{'model': ...}``, ``{'state_dict':
-...}``) and their keys may carry a prefix (``model.``, ``encoder.``, ``backbone.``,
-``module.``): the encoder is found by its ``blocks.0.norm1.weight`` tensor. A timm
-name with a pretrained tag (``vit_base_patch16_224.mae``) is read from the local
-Hugging Face cache only; no network is used.
+The file is found and read by :mod:`dspt_geo.models.checkpoints` (safely, offline);
+here its keys are mapped to the model's layout: a key prefix (``model.``,
+``encoder.``, ``backbone.``, ``module.``) is removed, the encoder being found by its
+``blocks.0.norm1.weight`` tensor.
 
 Position embeddings (issue 11): the model computes fixed 2-D sin-cos embeddings
 for the grid of every batch, so a checkpoint's sin-cos ``pos_embed`` (MAE
@@ -28,32 +27,21 @@ model's grid with timm's ``resample_abs_pos_embed`` and to every batch's grid as
 runs. A checkpoint's ``decoder_pos_embed`` is dropped, with the reason: the decoder
 always uses sin-cos (MAE's are sin-cos too).
 
-Checkpoints of the MAE and CSPT reference code pickle their ``argparse.Namespace``
-of settings under ``args``: that one class is allowed to the safe unpickler
-(``weights_only=True``); any other Python object is still refused unrun.
-
 The patch-embedding stem and the reconstruction head of every sensor group are
 adapted to its bands by the rules of :mod:`dspt_geo.models.bands`.
 """
 
-import argparse
+import dataclasses
 import logging
 import math
 import os
-import pickle
-import pickletools
 import re
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import timm
 import torch
-from huggingface_hub import constants as hf_constants
-from huggingface_hub import try_to_load_from_cache
-from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from ..errors import CheckpointError
@@ -64,50 +52,32 @@ from .bands import (
     band_mapping,
     describe_mapping,
 )
+from .checkpoints import CHECKPOINT_GROUP, VIT_ANCHOR, read_weights, resolve_weights
 from .mae import MaskedAutoencoder
-from .model_file import METADATA_KEY, load_model_file
 from .pos_embed import sincos_pos_embed_2d
+from .weight_fit import architecture_problems, mismatch_message
 
-__all__ = ('LoadReport', 'load_init_weights')
+if TYPE_CHECKING:  # encoder.py imports this module
+    from .encoder import SensorEncoder
+
+__all__ = (
+    'CheckpointWeights',
+    'LoadReport',
+    'checkpoint_filter_fn',
+    'load_init_weights',
+)
 
 logger = logging.getLogger(__name__)
 
 #: Logger of the weight-load report; the CLI shows it at normal verbosity.
 report_logger = logging.getLogger(f'{__name__}.report')
 
-#: Tensor of every ViT encoder, whose key locates the encoder in a checkpoint.
-_VIT_ANCHOR = 'blocks.0.norm1.weight'
 
 #: Key of a ViT checkpoint's stem and reconstruction head, without their prefix.
 _VIT_STEM, _VIT_HEAD = 'patch_embed.', 'decoder_pred.'
 
 #: Keys of a ViT checkpoint that belong to the encoder, as prefixes.
 _ENCODER_KEYS = ('cls_token', 'reg_token', 'blocks.', 'norm.', 'norm_pre.', 'fc_norm.')
-
-#: Source-group name of a checkpoint with a single stem.
-_CHECKPOINT_GROUP = 'checkpoint'
-
-#: Sizes of the standard timm ViTs by (embed_dim, depth).
-_VIT_SIZES = {
-    (192, 12): 'tiny',
-    (384, 12): 'small',
-    (768, 12): 'base',
-    (1024, 24): 'large',
-    (1280, 32): 'huge',
-}
-
-#: Pickle opcodes that import or call Python objects.
-_CODE_OPCODES = frozenset({'GLOBAL', 'STACK_GLOBAL', 'INST', 'OBJ', 'REDUCE', 'NEWOBJ'})
-
-#: Classes that the safe unpickler may rebuild besides tensors and containers: the
-#: reference MAE and CSPT code saves its ``argparse.Namespace`` under ``args``, whose
-#: rebuilding sets attributes only and runs no code (issue 11).
-_SAFE_GLOBALS: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
-    argparse.Namespace
-]
-
-#: Most architecture disagreements listed in an error message.
-_MAX_PROBLEMS = 5
 
 
 @dataclass
@@ -153,8 +123,14 @@ class LoadReport:
 
 
 @dataclass
-class _Checkpoint:
-    """Weights brought to the layout of :class:`MaskedAutoencoder`."""
+class CheckpointWeights:
+    """Weights brought to the layout of :class:`MaskedAutoencoder`.
+
+    What :func:`checkpoint_filter_fn` makes of a source checkpoint; loading adapts
+    the stems and heads to the model's bands and resamples the position embedding.
+
+    .. versionadded:: 0.1
+    """
 
     format: str
     #: Tensors of the shared encoder and decoder, by model key.
@@ -176,7 +152,7 @@ _DECODER_PREFIXES = ('mask_token', 'decoder_embed.', 'decoder_blocks.', 'decoder
 
 
 def load_init_weights(
-    model: MaskedAutoencoder,
+    model: 'MaskedAutoencoder | SensorEncoder',
     source: str | os.PathLike[str],
     *,
     sensor_bands: Mapping[str, Sequence[str] | None] | None = None,
@@ -184,6 +160,12 @@ def load_init_weights(
     log: bool = True,
 ) -> LoadReport:
     """Load starting weights into a freshly initialised model.
+
+    The model is a :class:`MaskedAutoencoder` (pre-training) or the
+    :class:`~dspt_geo.models.SensorEncoder` of one sensor group (fine-tuning): the
+    checkpoint is mapped to the autoencoder's key names by one filter, and an
+    encoder takes the encoder's part of it in its own names (its decoder and
+    reconstruction heads are left out, as with *encoder_only*).
 
     Tensors of the shared encoder and decoder are loaded as they are; an
     architecture that differs (width, depth, patch size) is an error. The stem and
@@ -193,19 +175,21 @@ def load_init_weights(
     checkpoint's bands are assumed from its band count (:data:`CHECKPOINT_BANDS`).
 
     Args:
-        model: The model to fill, as constructed.
+        model: The model to fill, as constructed (an encoder's sensor group is
+            its ``spec.sensor``).
         source: A weights file, a timm name with a pretrained tag whose weights are
             in the local Hugging Face cache, or ``'none'`` to keep the random
             initialisation.
         sensor_bands: Band names of the model's sensor groups, in input order;
-            groups left out or None have unknown bands.
+            groups left out or None have unknown bands (for an encoder, its
+            group's, else its ``spec.bands``).
         encoder_only: Load the encoder and stems only, leaving out the checkpoint's
             decoder and reconstruction heads, whatever their size (for fine-tuning,
             which discards the decoder).
         log: Log the report (on :data:`report_logger`, at INFO).
 
     Returns:
-        What was loaded, left out and adapted.
+        What was loaded, left out and adapted, in the model's key names.
 
     Raises:
         CheckpointError: If the weights are missing, unsafe (pickled code), corrupt,
@@ -214,31 +198,108 @@ def load_init_weights(
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
-       Added *log*; a learned position embedding is resampled and loaded.
+       Added *log*; a learned position embedding is resampled and loaded; *model*
+       may be a ``SensorEncoder`` (issue 10).
     """
-    bands = _check_sensor_bands(model, sensor_bands)
+    view = (
+        None
+        if isinstance(model, MaskedAutoencoder)
+        else _EncoderView(model, sensor_bands)
+    )
+    target: Any = model if view is None else view
+    bands = _check_sensor_bands(
+        target, sensor_bands if view is None else view.sensor_bands
+    )
     if isinstance(source, str) and source.lower() == 'none':
         report = LoadReport(
-            source='none', format='none', missing=list(model.state_dict())
+            source='none', format='none', missing=list(target.state_dict())
         )
     else:
-        path = _resolve(source)
-        checkpoint = _read_checkpoint(path)
-        if encoder_only:
+        path = resolve_weights(source)
+        tensors, metadata, where = read_weights(path)
+        checkpoint = checkpoint_filter_fn(path, tensors, metadata)
+        if where:
+            checkpoint.notes.insert(0, f'weights found under {where}')
+        if encoder_only or view is not None:
             checkpoint = _without_decoder(checkpoint)
-        report = _apply(model, checkpoint, bands, path)
+        report = _apply(target, checkpoint, bands, path)
+    if view is not None:
+        report = view.own_names(report)
     if log:
         report_logger.info('%s', report)
     return report
 
 
-def _without_decoder(checkpoint: _Checkpoint) -> _Checkpoint:
+class _EncoderView:
+    """A :class:`SensorEncoder` in the key names of a one-group autoencoder.
+
+    It has what loading reads of a :class:`MaskedAutoencoder` (its sensor group,
+    patch size, width, state dict, position embedding), with ``encoder.blocks.*``
+    for the encoder's ``blocks.*`` and ``patch_embed.<group>.*`` for its
+    ``patch_embed.*``, so one filter and one loader serve both.
+    """
+
+    def __init__(
+        self,
+        encoder: 'SensorEncoder',
+        sensor_bands: Mapping[str, Sequence[str] | None] | None,
+    ) -> None:
+        spec = encoder.spec
+        names = list(sensor_bands or {})
+        if len(names) > 1:
+            raise ValueError(f'an encoder has one sensor group, got {names}')
+        self.group = names[0] if names else spec.sensor if spec else 'image'
+        bands = (sensor_bands or {}).get(self.group, spec.bands if spec else None)
+        self.sensor_bands = {self.group: bands}
+        self.sensors = {self.group: encoder.in_chans}
+        self.patch_size = encoder.patch_size
+        self.embed_dim = encoder.embed_dim
+        self.decoder_embed_dim = 0  # no decoder: heads are never loaded
+        self.patch_embed = {self.group: encoder.patch_embed}
+        self.encoder = encoder
+
+    def _wide(self, key: str) -> str:
+        stem = 'patch_embed.'
+        if key.startswith(stem):
+            return f'{stem}{self.group}.{key.removeprefix(stem)}'
+        return f'encoder.{key}'
+
+    def _own(self, key: str) -> str | None:
+        stem = f'patch_embed.{self.group}.'
+        if key.startswith(stem):
+            return 'patch_embed.' + key.removeprefix(stem)
+        return key.removeprefix('encoder.') if key.startswith('encoder.') else None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {self._wide(k): v for k, v in self.encoder.state_dict().items()}
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], strict: bool) -> None:
+        own = {self._own(key): value for key, value in tensors.items()}
+        self.encoder.load_state_dict(
+            {k: v for k, v in own.items() if k is not None}, strict=strict
+        )
+
+    def learn_pos_embed(self, pos_embed: Tensor) -> None:
+        self.encoder.learn_pos_embed(pos_embed)
+
+    def own_names(self, report: LoadReport) -> LoadReport:
+        """The report with the encoder's key names."""
+
+        def keep(keys: list[str]) -> list[str]:
+            return [name for name in map(self._own, keys) if name is not None]
+
+        return dataclasses.replace(
+            report, loaded=keep(report.loaded), missing=keep(report.missing)
+        )
+
+
+def _without_decoder(checkpoint: CheckpointWeights) -> CheckpointWeights:
     """The checkpoint without its decoder, mask token and reconstruction heads."""
     decoder = [key for key in checkpoint.tensors if key.startswith(_DECODER_PREFIXES)]
     notes = list(checkpoint.notes)
     if decoder or checkpoint.heads:
         notes.append('decoder weights not used: the encoder only is loaded')
-    return _Checkpoint(
+    return CheckpointWeights(
         checkpoint.format,
         {k: v for k, v in checkpoint.tensors.items() if k not in decoder},
         checkpoint.stems,
@@ -269,170 +330,52 @@ def _check_sensor_bands(
     return {group: sensor_bands.get(group) for group in model.sensors}
 
 
-def _resolve(source: str | os.PathLike[str]) -> Path:
-    """Find the weights file of a path or a cached timm name."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path
-    if path.exists():
-        raise CheckpointError(f'{path} is not a file; pass a weights file')
-    name = os.fspath(source)
-    if timm.is_model(name):
-        return _cached_hub_file(name)
-    raise CheckpointError(
-        f'no such weights file: {path}; pass a .pth, .bin or .safetensors file, a timm '
-        "name whose weights are in the local Hugging Face cache, or 'none'"
-    )
-
-
-def _cached_hub_file(name: str) -> Path:
-    """Find the weights of a timm name in the local Hugging Face cache, offline."""
-    try:
-        cfg = timm.models.get_pretrained_cfg(name)
-    except RuntimeError as error:
-        raise CheckpointError(f'timm knows no weights {name!r}: {error}') from error
-    if cfg is None or not cfg.hf_hub_id:
-        raise CheckpointError(
-            f'timm has no Hugging Face weights for {name!r}; download a weights file '
-            'and pass its path'
-        )
-    repo_id, _, revision = cfg.hf_hub_id.partition('@')
-    filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
-    for filename in [*filenames, 'model.safetensors', 'pytorch_model.bin']:
-        cached = try_to_load_from_cache(repo_id, filename, revision=revision or None)
-        if isinstance(cached, str):
-            return Path(cached)
-    raise CheckpointError(
-        f'{name!r} ({repo_id}) is not in the local Hugging Face cache '
-        f'({hf_constants.HF_HUB_CACHE}); no network is used: download the file and '
-        'pass its path'
-    )
-
-
-def _read_checkpoint(path: Path) -> _Checkpoint:
-    """Read a weights file and bring it to the model's layout."""
-    with path.open('rb') as file:
-        head = file.read(9)
-    if not head:
-        raise CheckpointError(f'{path} is empty, not a weights file')
-    if head.startswith((b'PK', b'\x80')):
-        found = _find_state_dict(_torch_load(path, zipped=head.startswith(b'PK')))
-        if found is None:
-            raise CheckpointError(
-                f'{path} holds no ViT weights (no tensor named like {_VIT_ANCHOR!r})'
-            )
-        tensors, where = found
-        checkpoint = _convert(path, tensors, metadata=None)
-        if where:
-            checkpoint.notes.insert(0, f'weights found under {where}')
-        return checkpoint
-    if head[8:9] == b'{':
-        tensors, metadata = _read_safetensors(path)
-        return _convert(path, tensors, metadata)
-    raise CheckpointError(
-        f'{path} is not a weights file (neither a PyTorch checkpoint nor safetensors)'
-    )
-
-
-def _torch_load(path: Path, *, zipped: bool) -> object:
-    """Unpickle a checkpoint of tensors, containers and ``argparse.Namespace``."""
-    try:
-        with warnings.catch_warnings():
-            # Plain pickles of another protocol warn before failing below.
-            warnings.simplefilter('ignore', UserWarning)
-            with torch.serialization.safe_globals(_SAFE_GLOBALS):
-                return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r'Unsupported global: GLOBAL (\S+)', str(error))
-        if found or (not zipped and _has_code(path)):
-            what = found[1] if found else 'Python objects other than tensors'
-            raise CheckpointError(
-                f'{path} contains pickled code ({what}) and will not be loaded, as '
-                'loading it could run that code. If you trust the file, convert it '
-                'once: load it with torch.load(path, weights_only=False), save its '
-                'state dict with safetensors.torch.save_file, and pass that file'
-            ) from None
-        raise CheckpointError(f'{path} is not a readable PyTorch checkpoint') from error
-    except (RuntimeError, EOFError, ValueError, KeyError, IndexError) as error:
-        raise CheckpointError(
-            f'{path} is not a readable PyTorch checkpoint, it may be truncated or '
-            f'corrupt: {error}'
-        ) from error
-
-
-def _has_code(path: Path) -> bool:
-    """Whether a plain pickle imports or calls Python objects, read without running it."""
-    with path.open('rb') as file:
-        try:
-            return any(
-                op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(file)
-            )
-        except ValueError:  # not a pickle after all
-            return False
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    """Read a safetensors file, and its dspt-geo metadata if it is a model file."""
-    try:
-        with safe_open(str(path), framework='pt') as file:
-            if METADATA_KEY in (file.metadata() or {}):
-                tensors = None
-            else:
-                tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (not a dict)
-    except SafetensorError as error:
-        raise CheckpointError(
-            f'{path} is not a readable safetensors file, it may be truncated or '
-            f'corrupt: {error}'
-        ) from error
-    if tensors is None:
-        return load_model_file(path)
-    return tensors, None
-
-
-def _find_state_dict(
-    obj: object, where: str = ''
-) -> tuple[dict[str, Tensor], str] | None:
-    """Find the (possibly nested) dict of tensors that holds a ViT encoder."""
-    if not isinstance(obj, Mapping):
-        return None
-    tensors = {
-        key: value
-        for key, value in obj.items()
-        if isinstance(key, str) and isinstance(value, Tensor)
-    }
-    if any(key.endswith(_VIT_ANCHOR) for key in tensors):
-        return tensors, where
-    for key, value in obj.items():
-        found = _find_state_dict(value, f'{where}[{key!r}]')
-        if found is not None:
-            return found
-    return None
-
-
 def _prefixes(keys: Sequence[str], anchor: str) -> list[str]:
     """Key prefixes (``''`` or ending in a dot) under which *anchor* occurs."""
     found = {key[: -len(anchor)] for key in keys if key.endswith(anchor)}
     return sorted(prefix for prefix in found if not prefix or prefix.endswith('.'))
 
 
-def _convert(
+def checkpoint_filter_fn(
     path: Path, tensors: dict[str, Tensor], metadata: dict[str, Any] | None
-) -> _Checkpoint:
-    """Bring a state dict in the MaskedAutoencoder or ViT layout to the model's."""
+) -> CheckpointWeights:
+    """Map a source checkpoint's keys to the autoencoder's layout (timm's filter).
+
+    The one key filter of pre-training and fine-tuning alike (issue 10): a prefix
+    (``model.``, ``encoder.``, ``backbone.``, ``module.``) is removed; ViT and MAE
+    keys are renamed (``blocks.*`` to ``encoder.blocks.*``, the stem and
+    reconstruction head set apart as one source group); a dspt-geo file's stems
+    and heads are split by sensor group with their band names; a learned position
+    embedding is kept for resampling and a sin-cos one dropped (the model computes
+    it).
+
+    Args:
+        path: The file, named in error messages.
+        tensors: Its state dict (see :func:`~dspt_geo.models.checkpoints.read_weights`).
+        metadata: A dspt-geo model file's metadata (its ``sensors``), else None.
+
+    Returns:
+        The weights in the autoencoder's layout, with notes on what was changed.
+
+    Raises:
+        CheckpointError: If the tensors hold no ViT encoder, or several.
+
+    .. versionadded:: 0.1
+    """
     keys = list(tensors)
     prefixes = [
         prefix
-        for prefix in _prefixes(keys, f'encoder.{_VIT_ANCHOR}')
+        for prefix in _prefixes(keys, f'encoder.{VIT_ANCHOR}')
         if any(
             re.match(rf'{re.escape(prefix)}patch_embed\.[^.]+\.proj\.', k) for k in keys
         )
     ]
     layout = 'dspt-geo'
     if not prefixes:
-        layout, prefixes = 'vit', _prefixes(keys, _VIT_ANCHOR)
+        layout, prefixes = 'vit', _prefixes(keys, VIT_ANCHOR)
     if len(prefixes) != 1:
         raise CheckpointError(
-            f'{path} holds no ViT encoder (no tensor named like {_VIT_ANCHOR!r})'
+            f'{path} holds no ViT encoder (no tensor named like {VIT_ANCHOR!r})'
             if not prefixes
             else f'{path} holds several ViT encoders, under the key prefixes {prefixes}'
         )
@@ -450,9 +393,9 @@ def _convert(
 
 def _convert_dspt(
     tensors: dict[str, Tensor], metadata: dict[str, Any] | None, notes: list[str]
-) -> _Checkpoint:
+) -> CheckpointWeights:
     """Split a state dict in the MaskedAutoencoder layout by sensor group."""
-    checkpoint = _Checkpoint('dspt-geo', {}, {}, {}, {}, notes)
+    checkpoint = CheckpointWeights('dspt-geo', {}, {}, {}, {}, notes)
     checkpoint.pos_embed = tensors.pop('encoder.pos_embed', None)
     for key, value in tensors.items():
         match = re.fullmatch(r'(patch_embed|decoder_pred)\.([^.]+)\.(.+)', key)
@@ -470,7 +413,7 @@ def _convert_dspt(
     return checkpoint
 
 
-def _convert_vit(tensors: dict[str, Tensor], notes: list[str]) -> _Checkpoint:
+def _convert_vit(tensors: dict[str, Tensor], notes: list[str]) -> CheckpointWeights:
     """Rename the keys of a ViT or MAE state dict to the model's layout."""
     shared: dict[str, Tensor] = {}
     stem: dict[str, Tensor] = {}
@@ -491,12 +434,12 @@ def _convert_vit(tensors: dict[str, Tensor], notes: list[str]) -> _Checkpoint:
             shared[key] = value
     weight = stem.get('proj.weight')
     bands = CHECKPOINT_BANDS.get(weight.shape[1]) if weight is not None else None
-    return _Checkpoint(
+    return CheckpointWeights(
         format='mae' if 'mask_token' in shared or head else 'vit',
         tensors=shared,
-        stems={_CHECKPOINT_GROUP: stem} if stem else {},
-        heads={_CHECKPOINT_GROUP: head} if head else {},
-        bands={_CHECKPOINT_GROUP: bands},
+        stems={CHECKPOINT_GROUP: stem} if stem else {},
+        heads={CHECKPOINT_GROUP: head} if head else {},
+        bands={CHECKPOINT_GROUP: bands},
         notes=notes,
         pos_embed=pos_embed,
     )
@@ -527,15 +470,15 @@ def _is_sincos(pos_embed: Tensor) -> bool:
 
 def _apply(
     model: MaskedAutoencoder,
-    checkpoint: _Checkpoint,
+    checkpoint: CheckpointWeights,
     bands: dict[str, Sequence[str] | None],
     path: Path,
 ) -> LoadReport:
     """Check, adapt and load converted weights into the model."""
     target = model.state_dict()
-    problems = _architecture_problems(model, target, checkpoint)
+    problems = architecture_problems(model, target, checkpoint)
     if problems:
-        raise CheckpointError(_mismatch_message(path, problems, checkpoint))
+        raise CheckpointError(mismatch_message(path, problems, checkpoint))
     adapted = list(checkpoint.notes)
     if checkpoint.pos_embed is not None:
         adapted.append(_load_pos_embed(model, checkpoint.pos_embed))
@@ -588,7 +531,7 @@ def _load_pos_embed(model: MaskedAutoencoder, pos_embed: Tensor) -> str:
 
 def _adapt_group(
     model: MaskedAutoencoder,
-    checkpoint: _Checkpoint,
+    checkpoint: CheckpointWeights,
     group: str,
     bands: Sequence[str] | None,
     new: dict[str, Tensor],
@@ -604,7 +547,7 @@ def _adapt_group(
     stem = checkpoint.stems[source]
     source_bands, source_count = checkpoint.bands.get(source), _count(stem)
     mapping = band_mapping(source_bands, source_count, bands, in_chans)
-    origin = '' if source in (group, _CHECKPOINT_GROUP) else f' (from {source!r})'
+    origin = '' if source in (group, CHECKPOINT_GROUP) else f' (from {source!r})'
     how = describe_mapping(mapping, source_bands, bands, source_count, in_chans)
     adapted.append(f'{group}: patch embedding{origin}: {how}')
     for name, value in stem.items():
@@ -631,109 +574,16 @@ def _adapt_group(
     return source
 
 
-def _architecture_problems(
-    model: MaskedAutoencoder, target: dict[str, Tensor], checkpoint: _Checkpoint
-) -> list[str]:
-    """List where the checkpoint's architecture disagrees with the model's."""
-    p, width = model.patch_size, model.embed_dim
-    problems = []
-    for source, stem in checkpoint.stems.items():
-        weight = stem.get('proj.weight')
-        if weight is not None and (
-            weight.ndim != 4 or weight.shape[0] != width or weight.shape[2:] != (p, p)
-        ):
-            problems.append(
-                f'{_group_prefix("patch_embed", source)}proj.weight: file '
-                f'{tuple(weight.shape)}, model ({width}, bands, {p}, {p})'
-            )
-    pos_embed = checkpoint.pos_embed
-    if pos_embed is not None and (pos_embed.ndim != 3 or pos_embed.shape[-1] != width):
-        problems.append(
-            f'encoder.pos_embed: file {tuple(pos_embed.shape)}, model (1, tokens, {width})'
-        )
-    for prefix in ('encoder.blocks.', 'decoder_blocks.'):
-        in_file = {key for key in checkpoint.tensors if key.startswith(prefix)}
-        in_model = {key for key in target if key.startswith(prefix)}
-        if in_file and in_file != in_model:
-            depths = _depth(in_file, prefix), _depth(in_model, prefix)
-            if depths[0] != depths[1]:
-                problems.append(
-                    f'{prefix[:-1]}: file depth {depths[0]}, model {depths[1]}'
-                )
-            else:
-                other = sorted(in_file ^ in_model)
-                problems.append(f'{prefix[:-1]}: other tensors, e.g. {other[0]}')
-    problems += [
-        f'{key}: file {tuple(value.shape)}, model {tuple(target[key].shape)}'
-        for key, value in checkpoint.tensors.items()
-        if key in target and value.shape != target[key].shape
-    ]
-    for source, head in checkpoint.heads.items():
-        weight = head.get('weight')
-        if weight is not None and (
-            weight.ndim != 2
-            or weight.shape[1] != model.decoder_embed_dim
-            or weight.shape[0] % (p * p)
-        ):
-            problems.append(
-                f'{_group_prefix("decoder_pred", source)}weight: file '
-                f'{tuple(weight.shape)}, model ({p}*{p}*bands, {model.decoder_embed_dim})'
-            )
-    return problems
-
-
-def _group_prefix(module: str, source: str) -> str:
-    """Key prefix of a source group's stem or head, as the checkpoint names it."""
-    return f'{module}.' if source == _CHECKPOINT_GROUP else f'{module}.{source}.'
-
-
-def _mismatch_message(path: Path, problems: list[str], checkpoint: _Checkpoint) -> str:
-    """Explain an architecture disagreement and name the settings that fit the file."""
-    shown = problems[:_MAX_PROBLEMS]
-    if len(problems) > _MAX_PROBLEMS:
-        shown.append(f'and {len(problems) - _MAX_PROBLEMS} more')
-    message = f'{path} does not fit the model: {"; ".join(shown)}.'
-    if any(problem.startswith(('encoder.', 'patch_embed')) for problem in problems):
-        message += f' {_describe_encoder(checkpoint)}'
-    embed = checkpoint.tensors.get('decoder_embed.weight')
-    if embed is not None and any(problem.startswith('decoder') for problem in problems):
-        depth = _depth(checkpoint.tensors, 'decoder_blocks.')
-        message += (
-            f' Its decoder fits --decoder-dim {embed.shape[0]} --decoder-depth {depth}.'
-        )
-    return message
-
-
-def _describe_encoder(checkpoint: _Checkpoint) -> str:
-    """Name the ``--model`` that fits a checkpoint's encoder, or its dimensions."""
-    width = checkpoint.tensors[f'encoder.{_VIT_ANCHOR}'].shape[0]
-    depth = _depth(checkpoint.tensors, 'encoder.blocks.')
-    patches = [stem['proj.weight'].shape[-1] for stem in checkpoint.stems.values()]
-    dims = f'embed_dim {width}, depth {depth}'
-    if not patches:
-        return f'The file holds a ViT with {dims}: use a --model with these dimensions.'
-    name = f'vit_{_VIT_SIZES.get((width, depth))}_patch{patches[0]}_224'
-    fit = (
-        f'--model {name}' if timm.is_model(name) else 'a --model with these dimensions'
-    )
-    return f'The file holds a ViT with {dims}, patch size {patches[0]}: use {fit}.'
-
-
-def _depth(keys: Iterable[str], prefix: str) -> int:
-    """Number of blocks among the keys ``<prefix><index>.*``."""
-    indices = (
-        int(key[len(prefix) :].split('.')[0]) for key in keys if key.startswith(prefix)
-    )
-    return 1 + max(indices, default=-1)
-
-
 def _count(stem: dict[str, Tensor]) -> int:
     """Number of input bands of a checkpoint stem."""
     return stem['proj.weight'].shape[1]
 
 
 def _pick_source(
-    checkpoint: _Checkpoint, group: str, bands: Sequence[str] | None, in_chans: int
+    checkpoint: CheckpointWeights,
+    group: str,
+    bands: Sequence[str] | None,
+    in_chans: int,
 ) -> str:
     """The checkpoint stem for a sensor group: same name, else the best band match."""
     if group in checkpoint.stems:
