@@ -29,17 +29,23 @@ times the pyramid's channels, at most 1024 (the reference's width at 256 channel
 Sampling, per training image, from the tile area A (pixels) and the most objects
 N seen in a training tile::
 
-    RoIs      = clamp(max(4 N, 512 A / 1024^2), 16, 512)
+    RoIs      = clamp(max(2 N, 512 A / 1024^2), 8, 512)
     anchors   = clamp(max(4 N, 256 A / 1024^2), 32, 256)
-    proposals = clamp(max(4 RoIs, 2000 A / 1024^2), 128, 2000)  after NMS
-    pre-NMS   = min(2 proposals, 2000)                          per level
+    proposals = clamp(max(4 RoIs, 2000 A / 1024^2), 64, 2000)  after NMS
+    pre-NMS   = min(2 proposals, 2000)                         per level
 
-A quarter of the sampled RoIs and half of the anchors may be positives, so 4 N
-leaves room for every object; the RoIs are drawn from 4 times as many proposals.
-The area terms keep the reference's density on large tiles (torchvision's 512 RoIs,
-256 anchors and 2000 proposals on a 1024 px tile). On the CPU the RoIs' cost is
-mostly RoIAlign's backward pass (about 1 ms per RoI at 64 channels), and the
-proposals' is non-maximum suppression over every level's top anchors.
+Half of the anchors may be positives, so 4 N leaves room for every object. A
+quarter of the sampled RoIs may be positives (besides the ground-truth boxes that
+Faster R-CNN adds to the proposals), so 2 N RoIs give half of the objects of the
+most crowded tile a positive RoI per step, and every object one over two steps;
+the RoIs are drawn from 4 times as many proposals. The area terms keep the
+reference's density on large tiles (torchvision's 512 RoIs, 256 anchors and 2000
+proposals on a 1024 px tile). On the CPU the RoIs' cost is mostly RoIAlign's
+backward pass (about 1 ms per RoI at 64 channels), and the proposals' is
+non-maximum suppression over every level's top anchors: with 4 N RoIs and at least
+16 RoIs and 128 proposals, the detector's training step on a tiny ViT at 64 px ran
+at 0.47-0.48 of the encoder's own speed; with the rule above at 0.5-0.54 (issue 15,
+BENCHMARKS.md).
 
 .. versionadded:: 0.1
 """
@@ -68,14 +74,17 @@ _DEPTH_PER_WIDTH = 192
 _CHANNEL_STEP = 8
 _MIN_CHANNELS = 32
 
-#: Sampled objects per image, per object seen in a tile (see above).
-_PER_OBJECT = 4
+#: Sampled RoIs and anchors per image, per object seen in a tile, and proposals
+#: per sampled RoI (see above).
+_ROIS_PER_OBJECT = 2
+_ANCHORS_PER_OBJECT = 4
+_PROPOSALS_PER_ROI = 4
 
 #: Reference tile area of the sampling sizes, and the sizes on it.
 _REFERENCE_AREA = 1024**2
-_ROIS = (16, 512)
+_ROIS = (8, 512)
 _ANCHORS = (32, 256)
-_PROPOSALS = (128, 2000)
+_PROPOSALS = (64, 2000)
 
 #: Box head width per pyramid channel, and its most.
 _REPRESENTATION_PER_CHANNEL = 4
@@ -126,11 +135,11 @@ def detection_sampling(image_size: int, max_objects: int) -> dict[str, int]:
     def clamp(needed: int, least: int, most: int) -> int:
         return max(least, min(most, max(needed, math.ceil(most * share))))
 
-    rois = clamp(_PER_OBJECT * max_objects, *_ROIS)
-    proposals = clamp(_PER_OBJECT * rois, *_PROPOSALS)
+    rois = clamp(_ROIS_PER_OBJECT * max_objects, *_ROIS)
+    proposals = clamp(_PROPOSALS_PER_ROI * rois, *_PROPOSALS)
     return {
         'box_batch_size_per_image': rois,
-        'rpn_batch_size_per_image': clamp(_PER_OBJECT * max_objects, *_ANCHORS),
+        'rpn_batch_size_per_image': clamp(_ANCHORS_PER_OBJECT * max_objects, *_ANCHORS),
         'rpn_post_nms_top_n_train': proposals,
         'rpn_pre_nms_top_n_train': min(_PROPOSALS[1], 2 * proposals),
     }

@@ -155,7 +155,7 @@ def test_metrics_csv_rows_of_training_and_validation(trained):
     ('task', 'head'),
     [
         ('segment', 'head: UperNet of 32 channels'),
-        ('detect', 'box head 2fc of width 128, 16 RoIs and 32 anchors sampled'),
+        ('detect', 'box head 2fc of width 128, 8 RoIs and 32 anchors sampled'),
     ],
 )
 def test_head_sizes_are_logged_and_stored(
@@ -178,7 +178,7 @@ def test_head_sizes_are_logged_and_stored(
         assert options['channels'] == 32
     else:
         assert options['out_channels'] == 32 and options['box_head'] == '2fc'
-        assert options['detector_args']['box_batch_size_per_image'] == 16
+        assert options['detector_args']['box_batch_size_per_image'] == 8
         assert options['detector_args']['rpn_pre_nms_top_n_test'] == 300
 
 

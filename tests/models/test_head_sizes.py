@@ -39,15 +39,15 @@ def test_box_head_width():
 def test_sampling_follows_objects_and_tile_area():
     small = detection_sampling(64, 0)
     assert small == {
-        'box_batch_size_per_image': 16,
+        'box_batch_size_per_image': 8,
         'rpn_batch_size_per_image': 32,
-        'rpn_post_nms_top_n_train': 128,
-        'rpn_pre_nms_top_n_train': 256,
+        'rpn_post_nms_top_n_train': 64,
+        'rpn_pre_nms_top_n_train': 128,
     }
     crowded = detection_sampling(64, 30)
-    assert crowded['box_batch_size_per_image'] == 120  # 4 per object
-    assert crowded['rpn_batch_size_per_image'] == 120
-    assert crowded['rpn_post_nms_top_n_train'] == 480  # 4 per sampled RoI
+    assert crowded['box_batch_size_per_image'] == 60  # 2 per object
+    assert crowded['rpn_batch_size_per_image'] == 120  # 4 per object
+    assert crowded['rpn_post_nms_top_n_train'] == 240  # 4 per sampled RoI
     # On a 1024 px tile: torchvision's values, whatever the objects.
     assert detection_sampling(1024, 1) == {
         'box_batch_size_per_image': 512,
@@ -58,7 +58,7 @@ def test_sampling_follows_objects_and_tile_area():
     for size in (32, 64, 224, 512, 2048):
         for objects in (0, 3, 50, 1000):
             sampling = detection_sampling(size, objects)
-            assert 16 <= sampling['box_batch_size_per_image'] <= 512
+            assert 8 <= sampling['box_batch_size_per_image'] <= 512
             assert 32 <= sampling['rpn_batch_size_per_image'] <= 256
             assert (
                 sampling['rpn_pre_nms_top_n_train']

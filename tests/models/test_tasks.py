@@ -272,9 +272,9 @@ def test_default_heads_follow_the_encoder_and_tile() -> None:
         assert detect.roi_heads.box_head.fc7.out_features == 4 * width
         # Training-time sampling for a 32 px tile, stored so a rebuild matches.
         assert options['detector_args'] == detection_sampling(32, 0)
-        assert detect.roi_heads.fg_bg_sampler.batch_size_per_image == 16
+        assert detect.roi_heads.fg_bg_sampler.batch_size_per_image == 8
         assert detect.rpn.fg_bg_sampler.batch_size_per_image == 32
-        assert detect.rpn._post_nms_top_n['training'] == 128
+        assert detect.rpn._post_nms_top_n['training'] == 64
         rebuilt = build_task_model_from_config(detect.config())
         assert rebuilt.config() == detect.config()
 
