@@ -4,19 +4,11 @@ The scene is streamed window by window (:mod:`dspt_geo.predict.tiling`) by a rea
 thread that runs a few batches ahead of the model (:mod:`dspt_geo.predict.scene`).
 Windows are normalised on the model's device exactly as in training
 (:func:`dspt_geo.data.transforms.normalise`) and batched; on CUDA the model runs
-under bf16 autocast. What is written depends on the spec's task:
-
-- ``segment``: blended logits of one row of windows are held at a time and
-  finished rows go straight to the output, a single-band uint8 COG on the scene's
-  grid (class index per pixel, 255 = nodata) with a colour table, class names and
-  a ``.qml`` style; optionally a per-class probability COG.
-- ``classify``: one class per ``tile`` x ``tile`` cell, a coarse COG on the scene's
-  grid scaled by ``tile`` (the last row and column of cells may reach past the
-  scene), styled the same way; optionally probabilities.
-- ``detect``: boxes of all windows merged by class-wise suppression over the
-  scene (:mod:`dspt_geo.predict.detections`), written as polygons in the scene's
-  CRS to a GeoPackage (layer ``detections``), GeoJSON or FlatGeobuf by extension,
-  with a categorised ``.qml`` style.
+under bf16 autocast. What is written depends on the spec's task: one
+:class:`~dspt_geo.predict.outputs.SceneOutput` per task
+(:data:`~dspt_geo.predict.outputs.OUTPUTS`) takes the model's outputs batch by
+batch and writes the class raster (``segment``), the coarse class grid
+(``classify``) or the detections (``detect``), with their styles.
 
 Windows are the training tile's size unless told otherwise; ``tile='auto'`` lets
 a model that takes any multiple of its patch size run larger windows where that
@@ -30,9 +22,7 @@ Peak memory depends on the window size, batch size and scene *width* (one strip 
 """
 
 import contextlib
-import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -41,40 +31,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import rasterio
 import rasterio.env
 import torch
-import torch.nn.functional as F
-from affine import Affine
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.transforms import normalise
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from .autotile import choose_tile, sized_to_window
-from .detections import DetectionAccumulator, detections_frame
-from .qgis import categorized_qml, palette_qml, style_path, write_qml
+from .outputs import NODATA, OUTPUTS, PROBABILITY_SCALE, OutputSettings
+from .qgis import style_path
 from .scene import SceneReader, iter_batches
 from .spec import PredictionSpec
-from .tiling import (
-    FinishedRows,
-    StripAccumulator,
-    Tile,
-    TileGrid,
-    blend_weights,
-    cell_tiles,
-)
-from .writers import (
-    RASTER_SUFFIXES,
-    VECTOR_DRIVERS,
-    CogWriter,
-    Compression,
-    check_outputs,
-    pam_xml,
-    write_detections,
-    write_text,
-)
+from .tiling import Tile, TileGrid, cell_tiles
+from .writers import RASTER_SUFFIXES, VECTOR_DRIVERS, Compression, check_outputs
 
 __all__ = (
     'GDAL_CACHE_MAX_MB',
@@ -86,16 +57,6 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Value of nodata pixels in class and probability rasters.
-NODATA = 255
-
-#: Probabilities are stored as ``round(p * 200)`` in uint8 (0.5 % steps), with a
-#: GDAL band scale of ``1 / 200`` so that scaled readers see ``p``.
-PROBABILITY_SCALE = 200
-
-#: Columns blended at a time when rows are finished (bounds temporaries).
-_FLUSH_COLUMNS = 4096
 
 #: Bounds (MB) of GDAL's block cache while predicting, unless the user sets
 #: ``GDAL_CACHEMAX``: 1.5 x the blocks of one row of windows, within these.
@@ -308,32 +269,29 @@ def predict_scene(
             'predicting %s (%d x %d px) in %d windows of %d px on %s',
             reader.path, reader.width, reader.height, len(tiles), size, device,
         )  # fmt: skip
-        run = _Run(reader, model, spec, device, size, overlap, batch_size, style)
+        settings = OutputSettings(
+            reader=reader, spec=spec, path=out_path, probabilities=probs_path,
+            size=size, overlap=overlap, device=device, style=style,
+            compress=compress, blocksize=blocksize, iou_threshold=iou_threshold,
+            score_threshold=(
+                spec.score_threshold if score_threshold is None else score_threshold
+            ),
+        )  # fmt: skip
+        output = OUTPUTS[spec.task](settings)
         bar = tqdm(
             total=len(tiles), unit='window', desc=reader.name, disable=not progress
         )
-        counts: tuple[int, int, int | None]
-        with bar:
-            match spec.task:
-                case 'segment':
-                    counts = run.segment(
-                        tiles, out_path, probs_path, compress, blocksize, bar
-                    )
-                case 'classify':
-                    counts = run.classify(
-                        tiles, out_path, probs_path, compress, blocksize, bar
-                    )
-                case _:
-                    threshold = (
-                        spec.score_threshold
-                        if score_threshold is None
-                        else score_threshold
-                    )
-                    with sized_to_window(model, spec, size, max_objects, log=True):
-                        counts = run.detect(
-                            tiles, out_path, threshold, iou_threshold, bar
-                        )
-    windows_run, valid_pixels, detections = counts
+        windows_run = 0
+        try:
+            with bar, sized_to_window(model, spec, size, max_objects, log=True):
+                batches = _Batches(reader, model, spec, device, size, batch_size)
+                for batch_tiles, valid, result in batches(tiles, bar):
+                    output.add(batch_tiles, valid, result)
+                    windows_run += len(batch_tiles)
+            valid_pixels, detections = output.commit()
+        except BaseException:
+            output.abort()
+            raise
     sidecars = (aux_path,) if aux_path is not None else ()
     all_nodata = windows_run == 0
     if all_nodata:
@@ -364,8 +322,8 @@ def predict_scene(
     )
 
 
-class _Run:
-    """The loop shared by the three tasks: batches in, model outputs out."""
+class _Batches:
+    """Batches in, model outputs out: the loop shared by the three tasks."""
 
     def __init__(
         self,
@@ -374,20 +332,16 @@ class _Run:
         spec: PredictionSpec,
         device: torch.device,
         size: int,
-        overlap: int,
         batch_size: int,
-        style: bool,
     ) -> None:
         self.reader = reader
         self.model = model
         self.spec = spec
         self.device = device
         self.size = size
-        self.overlap = overlap
         self.batch_size = batch_size
-        self.style = style
 
-    def batches(
+    def __call__(
         self, tiles: list[Tile], bar: Any
     ) -> Iterator[tuple[list[Tile], Tensor, Any]]:
         """Model outputs per batch: the tiles, their valid masks, the raw output."""
@@ -422,293 +376,3 @@ class _Run:
                     output = self.model(images)
                 yield batch.tiles, valid, output
             bar.update(len(batch.tiles) + batch.skipped)
-
-    def _raster_outputs(
-        self,
-        out_path: Path,
-        probs_path: Path | None,
-        transform: Affine,
-        width: int,
-        height: int,
-        compress: Compression,
-        blocksize: int,
-    ) -> tuple[CogWriter, CogWriter | None]:
-        """Open the class writer and, if asked, the probability writer."""
-        spec = self.spec
-        colormap: dict[int, tuple[int, ...]] = {
-            i: (*colour, 255) for i, colour in enumerate(spec.class_colours)
-        }
-        colormap[NODATA] = (0, 0, 0, 0)
-        tags = {
-            'TASK': spec.task,
-            'CLASS_NAMES': json.dumps(list(spec.class_names)),
-            'SCENE': self.reader.name,
-        }
-        common = {
-            'crs': self.reader.crs,
-            'transform': transform,
-            'width': width,
-            'height': height,
-            'nodata': NODATA,
-            'compress': compress,
-            'blocksize': blocksize,
-            'tags': tags,
-        }
-        classes = CogWriter(
-            out_path,
-            descriptions=('class',),
-            colormap=colormap,
-            overview_resampling='mode',
-            **common,
-        )
-        if probs_path is None:
-            return classes, None
-        try:
-            probs = CogWriter(
-                probs_path,
-                count=spec.num_classes,
-                descriptions=spec.class_names,
-                scales=[1 / PROBABILITY_SCALE] * spec.num_classes,
-                overview_resampling='average',
-                **common,
-            )
-        except BaseException:
-            classes.abort()
-            raise
-        return classes, probs
-
-    def _commit(self, classes: CogWriter, probs: CogWriter | None) -> None:
-        """Finish the COGs, the class raster last (with its style and names)."""
-        if probs is not None:
-            probs.commit()
-
-        def sidecars() -> None:
-            out = classes.path
-            if self.style:
-                write_text(
-                    out.with_name(out.name + '.aux.xml'),
-                    pam_xml(self.spec.class_names, self.spec.class_colours),
-                )
-                write_qml(
-                    out, palette_qml(self.spec.class_names, self.spec.class_colours)
-                )
-
-        classes.commit(sidecars)
-
-    def _check_logits(self, logits: Tensor, rank: int) -> Tensor:
-        """Logits as float32, checked against the spec's class count."""
-        if not isinstance(logits, Tensor) or logits.ndim != rank:
-            shape = getattr(logits, 'shape', type(logits).__name__)
-            what = '(B, K, H, W)' if rank == 4 else '(B, K)'
-            msg = f'the {self.spec.task} model returned {shape}; expected {what} logits'
-            raise CheckpointError(msg)
-        if logits.shape[1] != self.spec.num_classes:
-            msg = (
-                f'the model returns {logits.shape[1]} classes but its metadata names '
-                f'{self.spec.num_classes} ({", ".join(self.spec.class_names)})'
-            )
-            raise CheckpointError(msg)
-        return logits.float()
-
-    def segment(
-        self,
-        tiles: list[Tile],
-        out_path: Path,
-        probs_path: Path | None,
-        compress: Compression,
-        blocksize: int,
-        bar: Any,
-    ) -> tuple[int, int, None]:
-        """Blend window logits into class (and probability) rasters."""
-        reader, size = self.reader, self.size
-        classes, probs = self._raster_outputs(
-            out_path, probs_path, reader.transform, reader.width, reader.height,
-            compress, blocksize,
-        )  # fmt: skip
-        try:
-            strip = StripAccumulator(
-                self.spec.num_classes, reader.height, reader.width, size, self.device
-            )
-            weights: dict[tuple[bool, ...], Tensor] = {}
-            run = valid_pixels = 0
-
-            def flush(rows: FinishedRows) -> None:
-                nonlocal valid_pixels
-                valid_pixels += self._write_rows(rows, classes, probs)
-
-            for batch_tiles, valid, output in self.batches(tiles, bar):
-                logits = self._check_logits(output, 4)
-                if logits.shape[-2:] != (size, size):
-                    logits = F.interpolate(
-                        logits, size=(size, size), mode='bilinear', align_corners=False
-                    )
-                for i, window in enumerate(batch_tiles):
-                    for rows in strip.advance(window.row):
-                        flush(rows)
-                    key = (window.top, window.bottom, window.left, window.right)
-                    if key not in weights:
-                        weights[key] = torch.from_numpy(
-                            blend_weights(size, self.overlap, window)
-                        ).to(self.device)
-                    strip.add(window, logits[i], weights[key], valid[i])
-                run += len(batch_tiles)
-            for rows in strip.advance(reader.height):
-                flush(rows)
-            self._commit(classes, probs)
-        except BaseException:
-            classes.abort()
-            if probs is not None:
-                probs.abort()
-            raise
-        return run, valid_pixels, None
-
-    def _write_rows(
-        self, rows: FinishedRows, classes: CogWriter, probs: CogWriter | None
-    ) -> int:
-        """Class index (and probabilities) of finished rows, nodata where invalid.
-
-        Columns are blended in chunks, so temporaries stay small on wide scenes.
-
-        Returns:
-            valid pixels written.
-        """
-        height, width = rows.height, classes.width
-        labels = np.empty((height, width), dtype=np.uint8)
-        scores = None
-        if probs is not None:
-            scores = np.empty((self.spec.num_classes, height, width), dtype=np.uint8)
-        valid_pixels = 0
-        for start in range(0, width, _FLUSH_COLUMNS):
-            cols = slice(start, min(start + _FLUSH_COLUMNS, width))
-            logits = rows.logits(cols)
-            invalid = ~rows.valid(cols)
-            valid_pixels += invalid.numel() - int(invalid.sum())
-            # max().indices: on the CPU, argmax over the leading dim is ~8x slower.
-            best = logits.max(dim=0).indices.to(torch.uint8)
-            best[invalid] = NODATA
-            labels[:, cols] = best.cpu().numpy()
-            if scores is not None:
-                scaled = logits.softmax(dim=0).mul_(PROBABILITY_SCALE).round_()
-                scaled = scaled.to(torch.uint8)
-                scaled[:, invalid] = NODATA
-                scores[:, :, cols] = scaled.cpu().numpy()
-        classes.write(rows.row, labels)
-        if probs is not None and scores is not None:
-            probs.write(rows.row, scores)
-        return valid_pixels
-
-    def classify(
-        self,
-        tiles: list[Tile],
-        out_path: Path,
-        probs_path: Path | None,
-        compress: Compression,
-        blocksize: int,
-        bar: Any,
-    ) -> tuple[int, int, None]:
-        """One class per cell into a coarse class (and probability) raster."""
-        reader, size = self.reader, self.size
-        rows, cols = math.ceil(reader.height / size), math.ceil(reader.width / size)
-        labels: npt.NDArray[np.uint8] = np.full((rows, cols), NODATA, dtype=np.uint8)
-        scores: npt.NDArray[np.uint8] | None = None
-        if probs_path is not None:
-            scores = np.full(
-                (self.spec.num_classes, rows, cols), NODATA, dtype=np.uint8
-            )
-        run = valid_cells = 0
-        for batch_tiles, valid, output in self.batches(tiles, bar):
-            logits = self._check_logits(output, 2)
-            best = logits.max(dim=1).indices.to(torch.uint8).cpu().numpy()
-            scaled = (
-                (logits.softmax(dim=1) * PROBABILITY_SCALE)
-                .round()
-                .to(torch.uint8)
-                .cpu()
-                .numpy()
-            )
-            cell_valid = valid.cpu().numpy()
-            for i, window in enumerate(batch_tiles):
-                row, col = divmod(window.number, cols)
-                # The cell's own pixels inside its (possibly shifted) window.
-                top, left = row * size - window.row, col * size - window.col
-                if not cell_valid[i, top : top + size, left : left + size].any():
-                    continue
-                labels[row, col] = best[i]
-                if scores is not None:
-                    scores[:, row, col] = scaled[i]
-                valid_cells += 1
-            run += len(batch_tiles)
-        transform = reader.transform * Affine.scale(size)
-        classes, probs = self._raster_outputs(
-            out_path, probs_path, transform, cols, rows, compress, blocksize
-        )
-        try:
-            classes.write(0, labels)
-            if probs is not None and scores is not None:
-                probs.write(0, scores)
-            self._commit(classes, probs)
-        except BaseException:
-            classes.abort()
-            if probs is not None:
-                probs.abort()
-            raise
-        return run, valid_cells, None
-
-    def detect(
-        self,
-        tiles: list[Tile],
-        out_path: Path,
-        score_threshold: float,
-        iou_threshold: float,
-        bar: Any,
-    ) -> tuple[int, int, int]:
-        """Merge the boxes of all windows and write them as polygons."""
-        spec = self.spec
-        found = DetectionAccumulator(score_threshold)
-        run = 0
-        for batch_tiles, valid, output in self.batches(tiles, bar):
-            if not isinstance(output, list | tuple) or len(output) != len(batch_tiles):
-                msg = (
-                    'the detection model returned '
-                    f'{type(output).__name__}; expected one dict of boxes, labels and '
-                    'scores per window'
-                )
-                raise CheckpointError(msg)
-            masks = valid.cpu().numpy()
-            for i, window in enumerate(batch_tiles):
-                result = output[i]
-                labels = result['labels'].cpu().numpy()
-                if labels.size and (
-                    labels.max() > spec.num_classes or labels.min() < 0
-                ):
-                    msg = (
-                        f'the detection model returned label {labels.max()} but its '
-                        f'metadata names {spec.num_classes} classes (labels 1..'
-                        f'{spec.num_classes}, 0 = background)'
-                    )
-                    raise CheckpointError(msg)
-                found.add(
-                    window,
-                    result['boxes'].float().cpu().numpy(),
-                    labels,
-                    result['scores'].float().cpu().numpy(),
-                    masks[i],
-                )
-            run += len(batch_tiles)
-        boxes, labels, scores = found.merged(iou_threshold)
-        frame = detections_frame(
-            boxes,
-            labels,
-            scores,
-            transform=self.reader.transform,
-            crs=self.reader.crs,
-            class_names=spec.class_names,
-            scene=self.reader.name,
-        )
-        if self.style:
-            write_qml(out_path, categorized_qml(spec.class_names, spec.class_colours))
-        write_detections(out_path, frame)
-        logger.info(
-            '%d detections (from %d boxes) in %s', len(frame), len(found), out_path
-        )
-        return run, 0, len(frame)

@@ -17,8 +17,9 @@ import torch
 import torch.multiprocessing as mp
 
 from ..data.discovery import RASTER_EXTENSIONS
-from ..errors import ConfigError, NoRastersFoundError
-from ..models.finetuned import load_finetuned
+from ..errors import CheckpointError, ConfigError, NoRastersFoundError
+from ..models.finetuned import FINETUNED_KIND, load_finetuned
+from ..models.model_file import read_metadata
 from ..outputs import check_output_path
 from .qgis import write_qgis_project
 from .run import PredictionResult, predict_scene
@@ -145,17 +146,17 @@ def predict_scenes(
             msg = '--qgis-project writes a project for one scene; predict one scene'
             raise ConfigError(msg)
         check_output_path(qgis_project, '--qgis-project')
-    model, metadata = load_finetuned(model_file)
-    spec = PredictionSpec.from_metadata(metadata)
-    targets = [(s, output_path(s, spec.task, out, many=len(found) > 1)) for s in found]
-    for _, target in targets:
-        check_output_path(target, 'output' if out is None else '--out')
-
     rank, world = (
         int(os.environ.get('RANK', '0')),
         int(os.environ.get('WORLD_SIZE', '1')),
     )
-    if world == 1 and devices > 1:
+    spawn = world == 1 and devices > 1
+    # A process that only deals out scenes reads the metadata, not the weights.
+    model, spec = (None, _read_spec(model_file)) if spawn else _load(model_file)
+    targets = [(s, output_path(s, spec.task, out, many=len(found) > 1)) for s in found]
+    for _, target in targets:
+        check_output_path(target, 'output' if out is None else '--out')
+    if model is None:
         mp.spawn(
             _predict_share,
             args=(devices, targets, model_file, options, device),
@@ -213,11 +214,23 @@ def _predict_share(
         device = f'cuda:{index % torch.cuda.device_count()}'
     else:
         torch.set_num_threads(1)
+    _predict(targets[index::devices], *_load(model_file), options, device)
+
+
+def _load(model_file: str | os.PathLike[str]) -> tuple[torch.nn.Module, PredictionSpec]:
+    """The model of a fine-tuned model file and its prediction spec."""
     model, metadata = load_finetuned(model_file)
-    _predict(
-        targets[index::devices],
-        model,
-        PredictionSpec.from_metadata(metadata),
-        options,
-        device,
-    )
+    return model, PredictionSpec.from_metadata(metadata)
+
+
+def _read_spec(model_file: str | os.PathLike[str]) -> PredictionSpec:
+    """The prediction spec of a fine-tuned model file, without loading its weights.
+
+    Raises:
+        CheckpointError: If the file is not a fine-tuned dspt-geo model file.
+    """
+    metadata = read_metadata(model_file)
+    if metadata is None or metadata.get('kind') != FINETUNED_KIND:
+        msg = f'{model_file} is not a fine-tuned dspt-geo model file'
+        raise CheckpointError(msg)
+    return PredictionSpec.from_metadata(metadata)
