@@ -10,6 +10,7 @@ a direct windowed read from a per-process cache of open files. Queries that span
 files, or files that need reprojection or are rotated, take torchgeo's general path.
 """
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -35,7 +36,49 @@ from .discovery import RasterFile
 from .groups import SensorGroup
 from .sar import SarConversion, SarMode, sar_conversion
 
-__all__ = ('SensorDataset',)
+__all__ = ('SensorDataset', 'valid_pixels')
+
+
+def valid_pixels(
+    image: npt.NDArray[Any], nodata: float | None
+) -> npt.NDArray[np.bool_]:
+    """Pixels holding data: finite in every band and not nodata in all bands.
+
+    The one rule of training's samples (:meth:`SensorDataset.valid_mask`) and
+    prediction's windows (:class:`~dspt_geo.predict.SceneReader`). It works on the
+    stored values: integers hold no NaN, and *nodata* compares as a value of the
+    image's type, so a nodata no stored value can equal marks nothing.
+
+    Args:
+        image: ``(bands, height, width)`` values.
+        nodata: value marking missing pixels, or None (NaN: only non-finite
+            values are missing).
+
+    Returns:
+        ``(height, width)`` bool mask.
+
+    .. versionadded:: 0.1
+    """
+    dtype = image.dtype
+    if dtype.kind in 'fc':
+        valid = np.isfinite(image).all(axis=0)
+    else:
+        valid = np.ones(image.shape[1:], dtype=bool)
+    if nodata is None or math.isnan(nodata):
+        return valid
+    value: np.generic
+    if dtype.kind in 'fc':
+        # float16 compares as float32 would (no rounding of nodata to half).
+        small = dtype.kind == 'f' and dtype.itemsize < 4
+        value = np.float32(nodata) if small else dtype.type(nodata)
+    else:
+        info = np.iinfo(dtype)
+        if nodata != int(nodata) or not info.min <= nodata <= info.max:
+            return valid
+        value = dtype.type(int(nodata))
+    valid &= (image != value).any(axis=0)
+    return valid
+
 
 #: Open files kept per process; beyond this the least recently used is closed.
 _MAX_OPEN_FILES = 128
@@ -181,10 +224,8 @@ class SensorDataset(RasterDataset):
         Returns:
             bool tensor of shape (height, width).
         """
-        valid = torch.isfinite(image).all(dim=0)
-        if self.nodata is not None and not np.isnan(self.nodata):
-            valid &= (image != self.nodata).any(dim=0)
-        return valid
+        valid = valid_pixels(image.numpy(force=True), self.nodata)
+        return torch.from_numpy(valid).to(image.device)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without open file handles (DataLoader workers open their own)."""

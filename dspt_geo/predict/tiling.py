@@ -30,6 +30,8 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
+from ..data.labels.windows import window_starts
+
 __all__ = (
     'FinishedRows',
     'StripAccumulator',
@@ -41,32 +43,6 @@ __all__ = (
     'tile_candidates',
     'window_starts',
 )
-
-
-def window_starts(length: int, size: int, overlap: int) -> list[int]:
-    """Offsets of windows of *size* covering ``[0, length)``, the last edge-aligned.
-
-    Args:
-        length: scene extent in pixels.
-        size: window extent in pixels.
-        overlap: pixels shared by neighbouring windows (``0 <= overlap < size``).
-
-    Returns:
-        increasing offsets; ``[0]`` when the scene is not larger than a window.
-
-    Raises:
-        ValueError: If the sizes are invalid.
-
-    .. versionadded:: 0.1
-    """
-    if length < 1 or size < 1 or not 0 <= overlap < size:
-        msg = f'need length >= 1, size >= 1, 0 <= overlap < size; got {length, size, overlap}'
-        raise ValueError(msg)
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size, size - overlap))
-    starts.append(length - size)
-    return starts
 
 
 def tile_candidates(

@@ -22,7 +22,13 @@ from torch.utils.data import IterableDataset
 from ..sampling import process_shard
 from .scenes import SceneDataset
 
-__all__ = ('ChipWindow', 'SceneWindows', 'axis_windows', 'chip_windows')
+__all__ = (
+    'ChipWindow',
+    'SceneWindows',
+    'axis_windows',
+    'chip_windows',
+    'window_starts',
+)
 
 Bounds = tuple[float, float, float, float]
 
@@ -42,6 +48,36 @@ class ChipWindow(NamedTuple):
     row: int
     col: int
     owned: tuple[int, int, int, int]
+
+
+def window_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Offsets of windows of *size* covering ``[0, length)``, the last edge-aligned.
+
+    Args:
+        length: scene extent in pixels.
+        size: window extent in pixels.
+        overlap: pixels shared by neighbouring windows (``0 <= overlap < size``).
+
+    Returns:
+        increasing offsets; ``[0]`` when the scene is not larger than a window.
+
+    Raises:
+        ValueError: If the sizes are invalid.
+
+    .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       Moved here from :mod:`dspt_geo.predict.tiling`, the one window-start rule of
+       prediction and evaluation (issue 10).
+    """
+    if length < 1 or size < 1 or not 0 <= overlap < size:
+        msg = f'need length >= 1, size >= 1, 0 <= overlap < size; got {length, size, overlap}'
+        raise ValueError(msg)
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, size - overlap))
+    starts.append(length - size)
+    return starts
 
 
 def axis_windows(length: int, size: int, stride: int) -> list[tuple[int, int, int]]:
@@ -65,7 +101,7 @@ def axis_windows(length: int, size: int, stride: int) -> list[tuple[int, int, in
         raise ValueError(msg)
     if length <= size:
         return [(0, 0, length)]
-    starts = [*range(0, length - size, stride), length - size]
+    starts = window_starts(length, size, size - stride)
     middles = [math.floor((a + b + size) / 2) for a, b in itertools.pairwise(starts)]
     edges = [0, *middles, length]
     return [
