@@ -36,6 +36,7 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from ..data.dataset import valid_pixels
 from ..data.sar import SarConversion
 from ..errors import IncompatibleRasterError, RasterReadError
 from .spec import PredictionSpec
@@ -196,6 +197,10 @@ class SceneReader:
         flags = src.mask_flag_enums[self.indexes[0] - 1]
         self._mask_band = MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
         self.warped = False
+        #: the last rows read (see :meth:`_rows`): their position, values and mask.
+        self._strip: (
+            tuple[tuple[int, int], npt.NDArray[Any], npt.NDArray[np.bool_]] | None
+        ) = None
         self._dataset: DatasetReader | WarpedVRT = src
         if spec.res is not None:
             self._maybe_warp(spec.res, complex_scene)
@@ -269,22 +274,14 @@ class SceneReader:
             image = np.empty((channels, size, size), dtype=np.float32)
         if valid is None:
             valid = np.empty((size, size), dtype=bool)
-        window = Window(tile.col, tile.row, tile.width, tile.height)
-        data = self._dataset.read(self.indexes, window=window)
-        if self.sar is not None:
-            data = self.sar.apply(data, self.nodata)
-        # The mask is computed on the stored values where that is exact (integers
-        # hold no NaN and compare with an integral nodata as float32 would), which
-        # saves passes over the float copy.
-        if data.dtype.kind == 'f':
-            mask = np.isfinite(data).all(axis=0)
+        if self.warped:
+            # Warped values are computed per request: read the window itself.
+            window = Window(tile.col, tile.row, tile.width, tile.height)
+            data, mask = self._read(window)
         else:
-            mask = np.ones(data.shape[1:], dtype=bool)
-        nodata = self._nodata_as(data.dtype)
-        if nodata is not None:
-            mask &= (data != nodata).any(axis=0)
-        if self._mask_band:
-            mask &= self._dataset.read_masks(self.indexes[0], window=window) > 0
+            rows, row_mask = self._rows(tile.row, tile.height)
+            cols = slice(tile.col, tile.col + tile.width)
+            data, mask = rows[:, :, cols], row_mask[:, cols]
         h, w = tile.height, tile.width
         if h < size or w < size:
             image.fill(0)
@@ -293,21 +290,32 @@ class SceneReader:
         valid[:h, :w] = mask
         return image, valid
 
-    def _nodata_as(self, dtype: np.dtype[Any]) -> np.generic | None:
-        """Nodata as a scalar of *dtype*, or None when no stored value can equal it."""
-        if self.nodata is None or math.isnan(self.nodata):
-            return None
-        if dtype.kind == 'f':
-            return (
-                np.float32(self.nodata)
-                if dtype.itemsize <= 4
-                else dtype.type(self.nodata)
+    def _read(self, window: Window) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Values of *window* as the model saw them (SAR converted), and their mask."""
+        data = self._dataset.read(self.indexes, window=window)
+        if self.sar is not None:
+            data = self.sar.apply(data, self.nodata)
+        mask = valid_pixels(data, self.nodata)
+        if self._mask_band:
+            mask &= self._dataset.read_masks(self.indexes[0], window=window) > 0
+        return data, mask
+
+    def _rows(
+        self, row: int, height: int
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Full-width rows ``row:row + height``, read once for all their windows.
+
+        A row of windows is read in one call rather than one per window (issue 16:
+        GDAL's per-call cost and the reader thread's CPU time, which the model's
+        threads share on a small machine, dominated reading); the values and
+        masks are those of each window's own read.
+        """
+        if self._strip is None or self._strip[0] != (row, height):
+            self._strip = (
+                (row, height),
+                *self._read(Window(0, row, self.width, height)),
             )
-        info = np.iinfo(dtype)
-        if self.nodata != int(self.nodata) or not info.min <= self.nodata <= info.max:
-            return None
-        value: np.generic = dtype.type(int(self.nodata))
-        return value
+        return self._strip[1], self._strip[2]
 
     def close(self) -> None:
         """Close the scene."""

@@ -43,6 +43,42 @@ def test_reader_masks_nodata_like_training(
     assert not valid[10:].any() and not valid[:, 10:].any(), 'padding is invalid'
 
 
+@pytest.mark.parametrize(
+    ('dtype', 'nodata', 'crs'),
+    [('uint16', 0, 'EPSG:32633'), ('float32', -9999.0, 'EPSG:4326')],
+)
+def test_windows_read_by_rows_equal_their_own_reads(
+    raster_writer: Callable[..., Path],
+    make_spec: Callable[..., PredictionSpec],
+    rng: np.random.Generator,
+    dtype: str,
+    nodata: float,
+    crs: str,
+) -> None:
+    # Windows are sliced from one read of their row of windows (issue 16); in any
+    # order, each must equal a read of the window itself.
+    data = rng.integers(0, 50, (3, 45, 37)).astype(dtype)
+    data[:, 5:9, 3:30] = nodata  # a band of nodata in all bands
+    if dtype == 'float32':
+        data[1, 20, 20] = np.nan
+    path = raster_writer('s.tif', data, nodata=nodata, crs=crs, res=0.001)
+    tiles = list(TileGrid(45, 37, 16, 4))
+    order = [*tiles[::2], *tiles[1::2]]  # rows interleaved: the cache must follow
+    invalid = 0
+    with SceneReader(path, make_spec()) as reader, rasterio.open(path) as src:
+        assert not reader.warped
+        for tile in order:
+            image, valid = reader.read(tile, 16)
+            window = src.read(
+                window=((tile.row, tile.row + 16), (tile.col, tile.col + 16))
+            )
+            expected = np.isfinite(window).all(axis=0) & (window != nodata).any(axis=0)
+            np.testing.assert_array_equal(image, window.astype(np.float32))
+            np.testing.assert_array_equal(valid, expected)
+            invalid += int((~valid).sum())
+    assert invalid >= 4 * 27, 'the nodata band is masked'
+
+
 def test_complex_sar_is_converted_by_the_model_sar_mode(
     raster_writer: Callable[..., Path], metadata: dict[str, Any], tmp_path: Path
 ) -> None:
