@@ -9,14 +9,16 @@ weights (throughput does not depend on the weights). The encoder is
 the heads keep ``dspt-geo finetune``'s defaults but for their width (64 channels:
 UperNet's, and the detector's pyramid, RPN and 4-conv box head).
 
-(a) Throughput on the sample scene, per task: the bare model forward over the
-same windows (same count, size and batch; random normalised input) against
+(a) Throughput on the sample scene, per task (segmentation also on the sample
+tiled to ``--steady-size`` px, where fixed costs weigh less): the bare model
+forward over the same windows (same count, size and batch; random normalised input) against
 ``predict_scene`` (read, normalise, model, blend, write), in megapixels of windows
 per second and as a ratio (target >= 0.9x), and the scene's megapixels per
 second. Rows: the default windows, and ``tile='auto'``. Detection also runs with
 the model's own proposal and detection limits (``max_objects`` large: what
 predict did before issue 16), and reports the scene's box mAP of every run against
-the sample's footprints. Rounds interleave bare and predict runs and keep each
+the sample's footprints (all detections of the scene count, not COCO's 100 per
+image). Rounds interleave bare and predict runs and keep each
 one's best (the machine is shared).
 
 (b) Scenes of ``--sizes`` px (the sample tiled, 1-band uint16), one subprocess per
@@ -172,7 +174,11 @@ def scene_map(detections: Path, labels: Path, scene: Path) -> dict[str, float]:
         transform, crs = src.transform, src.crs
     truth = gpd.read_file(labels).to_crs(crs)
     found = gpd.read_file(detections, layer='detections')
-    metric = MeanAveragePrecision(box_format='xyxy', iou_type='bbox')
+    # Every detection of the scene counts (COCO's default keeps 100 per image,
+    # which on a whole scene drops most of them).
+    metric = MeanAveragePrecision(
+        box_format='xyxy', iou_type='bbox', max_detection_thresholds=[1, 100, 10**5]
+    )
     metric.update(
         [
             {
@@ -200,14 +206,15 @@ def throughput(
     labels: Path,
     folder: Path,
     args: argparse.Namespace,
+    scene_name: str = '',
 ) -> list[dict[str, Any]]:
-    """Rows of table (a) for one task."""
+    """Rows of table (a) for one task; *scene_name*: a scene other than the sample."""
     with rasterio.open(scene) as src:
         height, width = src.height, src.width
-    runs: list[tuple[str, dict[str, Any]]] = [('default windows', {})]
-    if task == 'detect':
+    runs: list[tuple[str, dict[str, Any]]] = [(f'default windows{scene_name}', {})]
+    if task == 'detect' and not scene_name:
         runs.insert(0, ('model limits (before)', {'max_objects': 10**6}))
-    if task != 'classify':
+    if task != 'classify' and not scene_name:
         runs.append(('tile auto', {'tile': 'auto'}))
     rows = []
     suffix = '.gpkg' if task == 'detect' else '.tif'
@@ -242,7 +249,7 @@ def throughput(
         }
         if task == 'detect':
             row.update(scene_map(out, labels, scene), detections=result.detections)
-        if task == 'segment':
+        if task == 'segment' and not scene_name:
             with rasterio.open(out) as src:
                 row['classes'] = src.read(1)
         rows.append(row)
@@ -480,6 +487,12 @@ def main() -> None:
     parser.add_argument('--tasks', nargs='+', default=['classify', 'segment', 'detect'])
     parser.add_argument('--score-threshold', type=float, default=None)
     parser.add_argument('--sizes', type=int, nargs='*', default=[2048, 8192, 16384])
+    parser.add_argument(
+        '--steady-size',
+        type=int,
+        default=2048,
+        help='segment: also measure (a) on the sample tiled to this size (0: not)',
+    )
     parser.add_argument('--rss-tile', type=int, default=512)
     parser.add_argument('--rss-overlap', type=int, default=64)
     parser.add_argument(
@@ -549,6 +562,15 @@ def main() -> None:
             rows += throughput(
                 task, model, spec, sample, args.data / SPACENET / LABELS, folder, args
             )
+            if task == 'segment' and args.steady_size:
+                # Fixed costs (opening, the COG's overviews) weigh less on a larger
+                # scene: the sample tiled to --steady-size px.
+                big = folder / f'steady-{args.steady_size}.tif'
+                write_scene(big, args.steady_size, sample)
+                rows += throughput(
+                    task, model, spec, big, args.data / SPACENET / LABELS, folder,
+                    args, scene_name=f', {args.steady_size} px scene',
+                )  # fmt: skip
         memory = []
         if args.sizes:
             memory = memory_rows(

@@ -344,7 +344,7 @@ class StripAccumulator:
         weight = weights[:h, :w] * valid[:h, :w]
         self.sums[:, rows, cols].addcmul_(logits[:, :h, :w], weight)
         self.weights[rows, cols].add_(weight)
-        self.valid[rows, cols] |= valid[:h, :w]
+        self.valid[rows, cols].logical_or_(valid[:h, :w])
 
     def advance(self, row: int) -> Iterator[FinishedRows]:
         """Hand back the rows above *row* (no later window may touch them).
