@@ -253,7 +253,7 @@ def throughput(
             with rasterio.open(out) as src:
                 row['classes'] = src.read(1)
         rows.append(row)
-    if task == 'segment':
+    if task == 'segment' and not scene_name:
         first = rows[0].pop('classes')
         for row in rows:
             row['agree'] = float((row.pop('classes', first) == first).mean())
