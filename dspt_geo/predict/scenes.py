@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 from ..data.discovery import RASTER_EXTENSIONS
 from ..errors import CheckpointError, ConfigError, NoRastersFoundError
-from ..models.finetuned import FINETUNED_KIND, load_finetuned
+from ..models.finetuned import FinetunedMetadata, load_finetuned
 from ..models.model_file import read_metadata
 from ..outputs import check_output_path
 from .qgis import write_qgis_project
@@ -230,7 +230,7 @@ def _read_spec(model_file: str | os.PathLike[str]) -> PredictionSpec:
         CheckpointError: If the file is not a fine-tuned dspt-geo model file.
     """
     metadata = read_metadata(model_file)
-    if metadata is None or metadata.get('kind') != FINETUNED_KIND:
-        msg = f'{model_file} is not a fine-tuned dspt-geo model file'
+    if metadata is None:
+        msg = f'{model_file} is not a dspt-geo model file'
         raise CheckpointError(msg)
-    return PredictionSpec.from_metadata(metadata)
+    return FinetunedMetadata.from_metadata(metadata, model_file).spec
