@@ -31,13 +31,20 @@ def _split(ctx: click.Context, param: click.Parameter, value: str) -> object:
     cls=MultiValueOption,
     type=click.Path(exists=True),
     required=True,
-    help='Labelled images as finetune classify reads them: a folder (or .zip) of class folders, chip folders, or images with --labels; several may follow.',
+    help='Labelled images as finetune reads them: for classify a folder (or .zip) of class folders, chip folders, or images with --labels; for segment image chips or rasters with --labels; several may follow.',
 )
 @click.option(
     '--labels',
     cls=MultiValueOption,
     type=click.Path(exists=True),
-    help='Labels: a CSV of chips or points, vectors, ...; not needed for class folders.',
+    help='Labels: a CSV of chips or points, vectors, ...; not needed for class folders. For --task segment: label rasters, mask chips or vectors over the rasters.',
+)
+@click.option(
+    '--task',
+    type=click.Choice(('classify', 'segment')),
+    default='classify',
+    show_default=True,
+    help='classify: one class per chip, features pooled, scored as accuracy. segment: a class per patch token (the majority of its labelled pixels; unlabelled, ignored and nodata pixels count for nothing), scored as mIoU over the test pixels, each patch painted with its class; --label-fraction then draws whole chips or scene windows, stratified by their dominant class.',
 )
 @click.option(
     '--class-column',
@@ -62,7 +69,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str) -> object:
     'fractions',
     cls=MultiValueOption,
     type=click.FloatRange(0, 1, min_open=True),
-    help='Shares of the training labels to fit on, stratified per class with at least one per class (the validation labels are drawn alike); several may follow.  [default: 0.01 0.1 1.0]',
+    help='Shares of the training labels to fit on, stratified per class with at least one per class (the validation labels are drawn alike; segment: shares of the chips or windows); several may follow.  [default: 0.01 0.1 1.0]',
 )
 @click.option(
     '--seeds',
@@ -82,7 +89,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str) -> object:
     type=click.Choice(('mean', 'cls')),
     default='mean',
     show_default=True,
-    help='Features: the mean of the patch tokens, or the class token.',
+    help='Features of classify: the mean of the patch tokens, or the class token (segment uses each patch token).',
 )
 @click.option(
     '--no-baseline',
@@ -126,6 +133,7 @@ def probe(
     images: tuple[str, ...],
     labels: tuple[str, ...],
     class_column: str | None,
+    task: str,
     split: object,
     out: str,
     fractions: tuple[float, ...],
@@ -139,7 +147,7 @@ def probe(
     as_json: bool,
     seed: int,
 ) -> None:
-    """Probe frozen ENCODERS on labelled chips: did pre-training help?
+    """Probe frozen ENCODERS on labelled data: did pre-training help?
 
     ENCODERS are pretrained.safetensors (dspt-geo pretrain), model.safetensors
     (dspt-geo finetune), a pre-training run's checkpoints (RUN_DIR/checkpoints/
@@ -147,11 +155,10 @@ def probe(
     added as the baseline unless --no-baseline. Each embeds every chip once
     (cached in --out); k-NN and logistic-regression classifiers are then fitted on
     each share of the training labels and scored on the held-out test split. The
-    table (stdout) gives test accuracy, mean ± sd over the seeds, per encoder and
-    label fraction; --out gets probe.json and probe.png (accuracy vs labels).
-    Pre-training helped where it beats random by more than the sd, above all at
-    few labels. Classification labels only (a per-token segmentation probe is not
-    there yet).
+    table (stdout) gives test accuracy (--task segment: mIoU of a per-patch-token
+    probe), mean ± sd over the seeds, per encoder and label fraction; --out gets
+    probe.json and probe.png (score vs labels). Pre-training helped where it
+    beats random by more than the sd, above all at few labels.
     """
     import json
 
@@ -172,6 +179,7 @@ def probe(
         class_column,
         out=out,
         split=split,  # type: ignore[arg-type]
+        task=task,  # type: ignore[arg-type]
         fractions=fractions or DEFAULT_FRACTIONS,
         seeds=seeds or DEFAULT_SEEDS,
         heads=heads or HEADS,  # type: ignore[arg-type]

@@ -9,6 +9,9 @@ and a logistic-regression classifier (:mod:`~dspt_geo.probe.heads`) are fitted o
 that share and scored on the held-out test split. Pre-training helped where the
 pre-trained encoder beats random init by more than the spread over seeds.
 
+Segmentation labels (label rasters, mask chips, vectors over rasters) get the
+per-patch-token probe of :mod:`~dspt_geo.probe.segment`, scored as mIoU.
+
 Each encoder sees the images normalised as it was trained (the statistics in its
 file or run folder); the random baseline, which has none, gets the labelled data's.
 """
@@ -42,13 +45,16 @@ from .encoders import (
     load_probe_encoder,
     random_encoder,
 )
-from .features import Features, Pool, cached_features, data_fingerprint
+from .features import Features, Pool, TokenFeatures, cached_features, data_fingerprint
 from .heads import HEADS, Head, knn_classify, logistic_classify
+from .segment import chip_classes, patch_targets, score_tokens
 
 __all__ = (
     'DEFAULT_FRACTIONS',
     'DEFAULT_SEEDS',
+    'METRICS',
     'TEST_FRACTION',
+    'ProbeTask',
     'open_probe_data',
     'probe',
     'summarise',
@@ -66,6 +72,11 @@ DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 #: Share held out for testing (and, again, for validation) by random and block splits.
 TEST_FRACTION = 0.2
 
+ProbeTask = Literal['classify', 'segment']
+
+#: The score of each task's probe on the test split.
+METRICS: dict[ProbeTask, str] = {'classify': 'accuracy', 'segment': 'miou'}
+
 
 def open_probe_data(
     images: Sequence[str | os.PathLike[str]],
@@ -74,8 +85,9 @@ def open_probe_data(
     split: SplitSpec | Literal['auto'],
     size: int,
     seed: int = 0,
+    task: ProbeTask = 'classify',
 ) -> LabelledData:
-    """Open classification labels with train, validation and test splits.
+    """Open classification (or segmentation) labels with train, validation and test splits.
 
     Random and block splits hold out :data:`TEST_FRACTION` for testing and as much
     for validation. ``'auto'`` takes split folders when they hold a test split,
@@ -88,7 +100,7 @@ def open_probe_data(
         for candidate in (FolderSplit(), BlockSplit(), RandomSplit()):
             try:
                 data = open_probe_data(
-                    images, labels, class_column, candidate, size, seed
+                    images, labels, class_column, candidate, size, seed, task
                 )
             except LabelError:
                 if isinstance(candidate, RandomSplit):
@@ -103,7 +115,7 @@ def open_probe_data(
             seed=seed,
         )
     data = open_labelled(
-        'classify', list(images), list(labels or []) or None, class_column, split,
+        task, list(images), list(labels or []) or None, class_column, split,
         size=size, seed=seed,
     )  # fmt: skip
     missing = [name for name in ('val', 'test') if data.split(name) is None]
@@ -124,6 +136,7 @@ def probe(
     *,
     out: str | os.PathLike[str],
     split: SplitSpec | Literal['auto'] = 'auto',
+    task: ProbeTask = 'classify',
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     heads: Sequence[Head] = HEADS,
@@ -144,6 +157,9 @@ def probe(
         class_column: column of table labels holding the class.
         out: folder of the report, the plot and the feature cache.
         split: how to split train / validation / test (see :func:`open_probe_data`).
+        task: ``'classify'`` (chip labels, scored as accuracy) or ``'segment'``
+            (label rasters, mask chips or vectors over rasters: a probe of each
+            patch token, scored as mIoU; fractions draw whole chips or windows).
         fractions: shares of the training (and validation) labels, in (0, 1].
         seeds: seeds of the label draws.
         heads: ``'knn'`` and/or ``'logistic'``.
@@ -157,9 +173,11 @@ def probe(
         seed: seed of the split and of the random initialisation.
 
     Returns:
-        the report: ``metric``, ``results`` (one score per encoder, head, fraction
-        and seed), ``summary`` (mean and sd over seeds), ``encoders``, ``splits``
-        (chips per split), ``classes``, ``train_class_counts`` and the settings.
+        the report: ``task``, ``metric`` (``accuracy`` or ``miou``), ``results``
+        (one score per encoder, head, fraction and seed), ``summary`` (mean and sd
+        over seeds), ``encoders``, ``splits`` (chips per split), ``classes``,
+        ``train_class_counts`` (training chips, or labelled patches, per class)
+        and the settings.
 
     Raises:
         ConfigError: If no encoder file is given, or a fraction is out of range.
@@ -180,11 +198,13 @@ def probe(
         msg = f'--label-fraction {bad[0]} is not in (0, 1]'
         raise ConfigError(msg)
     size = image_size or encoder_image_size(files[0])
-    data = open_probe_data(images, labels, class_column, split, size, seed)
+    data = open_probe_data(images, labels, class_column, split, size, seed, task)
     datasets = {name: data.split(name) for name in ('train', 'val', 'test')}
+    num_classes = data.num_classes
     fingerprint = data_fingerprint(
         [*images, *(labels or [])],
         {
+            'task': task,
             'split': repr(split),
             'size': size,
             'seed': seed,
@@ -200,7 +220,7 @@ def probe(
         loaded.append(load_probe_encoder(source, data.bands))
     if RANDOM in sources:
         loaded.insert(sources.index(RANDOM), random_encoder(loaded[0].encoder, seed))
-    features: dict[str, dict[str, Features]] = {}
+    features: dict[str, dict[str, Features] | dict[str, TokenFeatures]] = {}
     for entry in loaded:
         statistics = entry.statistics
         if statistics is None:
@@ -221,21 +241,29 @@ def probe(
             {k: v for k, v in datasets.items() if v is not None},
             entry.encoder,
             statistics,
+            num_classes=num_classes if task == 'segment' else None,
             batch_size=batch_size,
             num_workers=num_workers,
         )
-    num_classes = data.num_classes
+    metric = METRICS[task]
     results = []
     for name, split_features in features.items():
         train, val, test = (split_features[s] for s in ('train', 'val', 'test'))
         for fraction in fractions:
             for draw in seeds:
-                chosen = stratified_fraction(train.labels.tolist(), fraction, draw)
-                val_chosen = stratified_fraction(val.labels.tolist(), fraction, draw)
+                chosen = stratified_fraction(_strata(train), fraction, draw)
+                val_chosen = stratified_fraction(_strata(val), fraction, draw)
                 for head in heads:
-                    score, extra = _score(
-                        head, train, val, test, chosen, val_chosen, pool, num_classes
-                    )
+                    if isinstance(train, TokenFeatures):
+                        score, extra = score_tokens(
+                            head, train, val, test, chosen, val_chosen,  # type: ignore[arg-type]
+                            num_classes, draw,
+                        )  # fmt: skip
+                    else:
+                        score, extra = _score(
+                            head, train, val, test, chosen, val_chosen, pool,  # type: ignore[arg-type]
+                            num_classes,
+                        )  # fmt: skip
                     results.append(
                         {
                             'encoder': name,
@@ -243,30 +271,46 @@ def probe(
                             'fraction': fraction,
                             'seed': draw,
                             'train_labels': len(chosen),
-                            'accuracy': score,
+                            metric: score,
                             **extra,
                         }
                     )
+    first = next(iter(features.values()))
     report = {
-        'task': 'classify',
-        'metric': 'accuracy',
+        'task': task,
+        'metric': metric,
         'pool': pool,
         'image_size': size,
         'encoders': [
             {'name': e.name, 'fingerprint': e.fingerprint, 'image_size': e.image_size}
             for e in loaded
         ],
-        'splits': {k: len(v) for k, v in datasets.items() if v is not None},  # type: ignore[arg-type]
+        'splits': {k: len(_strata(v)) for k, v in first.items()},
         'classes': list(data.class_table.names),
         'train_class_counts': np.bincount(
-            next(iter(features.values()))['train'].labels, minlength=num_classes
+            _units(first['train']), minlength=num_classes
         ).tolist(),
         'fractions': list(fractions),
         'seeds': list(seeds),
         'results': results,
     }
-    report['summary'] = summarise(results)
+    report['summary'] = summarise(results, metric)
     return report
+
+
+def _strata(features: Features | TokenFeatures) -> list[int]:
+    """The class of each chip that label fractions stratify by."""
+    if isinstance(features, TokenFeatures):
+        return chip_classes(features.counts)
+    return features.labels.tolist()
+
+
+def _units(features: Features | TokenFeatures) -> np.ndarray:
+    """Class of each labelled unit: a chip, or a patch with labelled pixels."""
+    if isinstance(features, TokenFeatures):
+        targets = patch_targets(features.counts).reshape(-1)
+        return targets[targets >= 0]
+    return features.labels
 
 
 def _score(
@@ -300,12 +344,14 @@ def _score(
     return accuracy, extra
 
 
-def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and sample standard deviation over seeds, per encoder, head and fraction."""
+def summarise(
+    results: Sequence[dict[str, Any]], metric: str = 'accuracy'
+) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation of *metric* over seeds, per encoder, head and fraction."""
     groups: dict[tuple[str, str, float], list[float]] = {}
     for row in results:
         key = (row['encoder'], row['head'], row['fraction'])
-        groups.setdefault(key, []).append(row['accuracy'])
+        groups.setdefault(key, []).append(row[metric])
     return [
         {
             'encoder': encoder,
