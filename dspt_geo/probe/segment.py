@@ -95,7 +95,9 @@ def _fit_tokens(
         keep = np.sort(
             np.random.default_rng(seed).choice(keep, MAX_TRAIN_TOKENS, replace=False)
         )
-    return torch.from_numpy(tokens[keep]), torch.from_numpy(targets[keep])
+    return torch.from_numpy(tokens[keep].astype(np.float32)), torch.from_numpy(
+        targets[keep]
+    )
 
 
 def score_tokens(
@@ -125,7 +127,9 @@ def score_tokens(
         the logistic head's ``weight_decay``).
     """
     x, y = _fit_tokens(train, chosen, seed)
-    query = torch.from_numpy(test.tokens.reshape(-1, test.tokens.shape[-1]))
+    query = torch.from_numpy(
+        test.tokens.reshape(-1, test.tokens.shape[-1]).astype(np.float32)
+    )
     extra: dict[str, Any] = {'train_tokens': int(y.shape[0])}
     if head == 'knn':
         predicted = knn_classify(x, y, query, num_classes)
