@@ -180,7 +180,8 @@ def probe(
         and the settings.
 
     Raises:
-        ConfigError: If no encoder file is given, or a fraction is out of range.
+        ConfigError: If no encoder file is given, a fraction is out of range, or
+            segmentation has no labels.
         CheckpointError: If an encoder cannot be read.
         LabelError: If the labels cannot be read or split.
 
@@ -193,6 +194,9 @@ def probe(
         raise ConfigError(msg)
     if baseline and RANDOM not in sources:
         sources.append(RANDOM)
+    if task == 'segment' and not labels:
+        msg = '--task segment needs --labels: label rasters, mask chips or vectors'
+        raise ConfigError(msg)
     bad = [f for f in fractions if not 0 < f <= 1]
     if bad:
         msg = f'--label-fraction {bad[0]} is not in (0, 1]'

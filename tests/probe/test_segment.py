@@ -158,3 +158,16 @@ def test_scene_labels_and_cli(trained_encoder: Path, tmp_path: Path) -> None:
     table = CliRunner().invoke(cli, args)
     assert table.exit_code == 0, table.output
     assert table.stdout.splitlines()[0].startswith('test miou')
+
+
+def test_segment_without_labels(planted_masks: Path, trained_encoder: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            'probe', str(trained_encoder), '--images', str(planted_masks / 'images'),
+            '--task', 'segment', '--out', str(planted_masks / 'none'),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert '--task segment needs --labels' in result.output
+    assert 'Traceback' not in result.output
