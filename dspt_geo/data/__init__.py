@@ -3,7 +3,15 @@
 from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
 from .discovery import ChipFile, RasterFile, ScanResult, SkippedFile, scan_rasters
-from .groups import ChipGroup, SensorGroup, discover_groups, group_chips, group_rasters
+from .groups import (
+    ChipGroup,
+    SensorGroup,
+    discover_groups,
+    group_chips,
+    group_rasters,
+    group_scan,
+)
+from .mixed import MixedDataset, MixedStream
 from .sar import (
     SAR_MODES,
     SAR_SCALES,
@@ -21,6 +29,8 @@ __all__ = (
     'ChipFile',
     'ChipGroup',
     'ChipStream',
+    'MixedDataset',
+    'MixedStream',
     'RasterFile',
     'SarConversion',
     'SarMode',
@@ -34,5 +44,6 @@ __all__ = (
     'discover_groups',
     'group_chips',
     'group_rasters',
+    'group_scan',
     'scan_rasters',
 )

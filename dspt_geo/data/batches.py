@@ -5,7 +5,8 @@ A model with one stem per sensor group needs every batch to hold one band layout
 proportional to the square root of its pixel count, so that a small SAR archive
 beside a large optical one is still seen often) and fills the batch from that
 group's :class:`~dspt_geo.data.sampling.PatchStream` (or, for a group of image
-chips, :class:`~dspt_geo.data.chips.ChipStream`).
+chips, :class:`~dspt_geo.data.chips.ChipStream`; for a group of both,
+:class:`~dspt_geo.data.mixed.MixedStream`).
 """
 
 from collections.abc import Iterator, Mapping
@@ -18,37 +19,44 @@ from torch.utils.data import IterableDataset
 from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
 from .groups import ChipGroup, SensorGroup
+from .mixed import MixedDataset, MixedStream
 from .sampling import PatchStream, process_shard
 from .sar import SarMode
 
-__all__ = ('SensorBatchStream', 'group_dataset', 'sample_stream')
+__all__ = ('GroupDataset', 'SensorBatchStream', 'group_dataset', 'sample_stream')
+
+
+#: What reads a group: located patches, chips, or both.
+GroupDataset = SensorDataset | ChipDataset | MixedDataset
 
 
 def group_dataset(
     group: SensorGroup | ChipGroup, sar_mode: SarMode = 'auto'
-) -> SensorDataset | ChipDataset:
-    """The dataset that reads *group*: located patches, or chips.
+) -> GroupDataset:
+    """The dataset that reads *group*: located patches, chips, or both.
 
     .. versionadded:: 0.2
     """
     if isinstance(group, ChipGroup):
         return ChipDataset(group, sar_mode=sar_mode)
+    if group.chips:
+        return MixedDataset(group, sar_mode=sar_mode)
     return SensorDataset(group, sar_mode=sar_mode)
 
 
 def sample_stream(
-    dataset: SensorDataset | ChipDataset,
+    dataset: GroupDataset,
     size: int,
     length: int,
     min_valid_fraction: float = 0.5,
     seed: int = 0,
     window: int | None = None,
-) -> PatchStream | ChipStream:
+) -> PatchStream | ChipStream | MixedStream:
     """The stream of *size* px samples that suits *dataset*.
 
     Args:
-        dataset: a sensor group's dataset (random patches) or a chip group's
-            (windows of chips, small chips enlarged).
+        dataset: a sensor group's dataset (random patches), a chip group's
+            (windows of chips, small chips enlarged) or a group's of both.
         size: sample side in pixels.
         length: samples per epoch over all processes.
         min_valid_fraction: samples with fewer valid pixels are skipped.
@@ -61,6 +69,10 @@ def sample_stream(
     """
     if isinstance(dataset, ChipDataset):
         return ChipStream(
+            dataset, size, length, min_valid_fraction, seed, window=window
+        )
+    if isinstance(dataset, MixedDataset):
+        return MixedStream(
             dataset, size, length, min_valid_fraction, seed, window=window
         )
     return PatchStream(dataset, size, length, min_valid_fraction, seed, window=window)
@@ -78,7 +90,7 @@ class SensorBatchStream(IterableDataset[dict[str, Any]]):
 
     def __init__(
         self,
-        datasets: Mapping[str, SensorDataset | ChipDataset],
+        datasets: Mapping[str, GroupDataset],
         size: int,
         batch_size: int,
         batches: int,

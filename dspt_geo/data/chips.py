@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from ..errors import EmptyRasterError, RasterReadError
 from .discovery import ChipFile
-from .groups import ChipGroup
+from .groups import ChipGroup, SensorGroup
 from .sampling import process_shard
 from .sar import SarConversion, SarMode, sar_conversion
 
@@ -95,7 +95,11 @@ def read_chip_pixels(
 
 
 class ChipDataset(Dataset[dict[str, Any]]):
-    """The chips of one :class:`~dspt_geo.data.ChipGroup`, one sample per chip.
+    """The chips of one group, one sample per chip.
+
+    The group is a :class:`~dspt_geo.data.ChipGroup`, or a
+    :class:`~dspt_geo.data.SensorGroup` whose layout chips share with rasters
+    (its ``chips``; see :mod:`dspt_geo.data.mixed`).
 
     Samples are ``image`` (float32, bands x rows x cols, stored values, SAR
     converted by *sar_mode*) and ``valid`` (bool, rows x cols): finite, not nodata
@@ -106,7 +110,9 @@ class ChipDataset(Dataset[dict[str, Any]]):
     .. versionadded:: 0.2
     """
 
-    def __init__(self, group: ChipGroup, sar_mode: SarMode = 'auto') -> None:
+    def __init__(
+        self, group: ChipGroup | SensorGroup, sar_mode: SarMode = 'auto'
+    ) -> None:
         """Initialise the dataset.
 
         Args:

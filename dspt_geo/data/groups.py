@@ -9,9 +9,12 @@ the group's pixels and the median pixel size of the files native to it, unless t
 caller sets them.
 
 Image chips (rasters without georeferencing) are grouped by band layout the same
-way into :class:`ChipGroup` s; a chip group has no CRS or resolution, every chip
-being a sample space of its own. Chip groups are named like sensor groups, so that
-fine-tuning on chips of the same layout finds the pre-trained stem by name.
+way. Chips of a layout that georeferenced rasters also have join that sensor group
+(``SensorGroup.chips``): one band layout is one group, with one stem and one set of
+statistics, whatever form its files take (issue 11). Chips of a layout no raster has
+form a :class:`ChipGroup`, which has no CRS or resolution. Either way every chip is a
+sample space of its own, and groups are named by layout alone, so that fine-tuning on
+chips finds the pre-trained stem by name.
 """
 
 import logging
@@ -20,13 +23,13 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
-from .discovery import ChipFile, RasterFile, scan_rasters
+from .discovery import ChipFile, RasterFile, ScanResult, scan_rasters
 from .sar import SarScale, detect_sar_scale
 
 __all__ = (
@@ -35,6 +38,7 @@ __all__ = (
     'discover_groups',
     'group_chips',
     'group_rasters',
+    'group_scan',
     'layout_name',
 )
 
@@ -72,6 +76,9 @@ class _BandLayout:
 class SensorGroup(_BandLayout):
     """Rasters of one band layout, sampled in one CRS and resolution.
 
+    Image chips of the same layout, if any, belong to the group too (*chips*):
+    they share its stem and statistics, and are sampled as chips, each on its own.
+
     Attributes:
         name: short stable name, e.g. ``'12band-uint16-B01-to-B12'``.
         rasters: the group's rasters, sorted by path.
@@ -83,9 +90,10 @@ class SensorGroup(_BandLayout):
         nodata: value marking missing pixels, or None.
         sar_scale: how a SAR group stores backscatter (``'complex'``,
             ``'intensity'``, ``'amplitude'``, ``'db'``), None when it is not SAR.
+        chips: image chips of the same band layout, sorted by path.
 
     .. versionchanged:: 0.2
-       Added *sar_scale*.
+       Added *sar_scale* and *chips*.
     """
 
     name: str
@@ -97,16 +105,30 @@ class SensorGroup(_BandLayout):
     res: tuple[float, float]
     nodata: float | None
     sar_scale: SarScale | None = None
+    chips: tuple[ChipFile, ...] = ()
+
+    @property
+    def raster_pixels(self) -> int:
+        """Pixels of the group's georeferenced rasters."""
+        return sum(r.width * r.height for r in self.rasters)
+
+    @property
+    def chip_pixels(self) -> int:
+        """Pixels of the group's image chips."""
+        return sum(c.width * c.height for c in self.chips)
 
     @property
     def pixels(self) -> int:
-        """Pixels of all the group's rasters."""
-        return sum(r.width * r.height for r in self.rasters)
+        """Pixels of all the group's rasters and chips."""
+        return self.raster_pixels + self.chip_pixels
 
     @property
     def paths(self) -> tuple[str, ...]:
         """Every file the group reads."""
-        return tuple(path for raster in self.rasters for path in raster.paths)
+        return (
+            *(path for raster in self.rasters for path in raster.paths),
+            *(chip.path for chip in self.chips),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,7 +183,7 @@ def discover_groups(
         nodata: nodata override for every file.
 
     Returns:
-        the sensor groups, then the chip groups.
+        the groups of :func:`group_scan`.
 
     Raises:
         NoRastersFoundError: If nothing usable is found.
@@ -169,43 +191,71 @@ def discover_groups(
     .. versionchanged:: 0.2
        Image chips are accepted (moved here from the pre-training DataModule).
     """
-    scan = scan_rasters(paths, chips=True)
+    return group_scan(scan_rasters(paths, chips=True), crs=crs, res=res, nodata=nodata)
+
+
+def group_scan(
+    scan: ScanResult,
+    *,
+    crs: str | None = None,
+    res: float | None = None,
+    nodata: float | None = None,
+) -> list[SensorGroup | ChipGroup]:
+    """Group what a scan found: one group per band layout.
+
+    Chips of a layout that georeferenced rasters have join that sensor group
+    (:attr:`SensorGroup.chips`); the others form chip groups.
+
+    Args:
+        scan: rasters and chips from :func:`~dspt_geo.data.scan_rasters`.
+        crs: CRS override for every group of georeferenced rasters.
+        res: resolution override for every group of georeferenced rasters.
+        nodata: nodata override for every file.
+
+    Returns:
+        the sensor groups (with any chips of their layout), then the chip groups.
+
+    .. versionadded:: 0.2
+    """
     groups: list[SensorGroup | ChipGroup] = []
     if scan.rasters:
         groups.extend(group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata))
-    groups.extend(
-        group_chips(scan.chips, nodata=nodata, taken=[g.name for g in groups])
-    )
+    by_name = {group.name: i for i, group in enumerate(groups)}
+    for chip_group in group_chips(scan.chips, nodata=nodata):
+        if chip_group.name not in by_name:
+            groups.append(chip_group)
+            continue
+        # Same layout as georeferenced rasters (group_rasters names the first
+        # group of a layout by the layout alone): one group, one stem.
+        i = by_name[chip_group.name]
+        groups[i] = replace(groups[i], chips=chip_group.chips)
+        logger.debug(
+            'group %s: %d image chips join its rasters',
+            chip_group.name,
+            len(chip_group.chips),
+        )
     return groups
 
 
 def group_chips(
-    chips: Iterable[ChipFile], *, nodata: float | None = None, taken: Iterable[str] = ()
+    chips: Iterable[ChipFile], *, nodata: float | None = None
 ) -> list[ChipGroup]:
     """Group image chips by band layout.
 
     Args:
         chips: chips from :func:`~dspt_geo.data.scan_rasters`.
         nodata: nodata value overriding what the files declare.
-        taken: names already used (by the sensor groups of georeferenced rasters
-            in the same run): a chip group of the same layout is suffixed
-            ``-chips``, as it is sampled differently.
 
     Returns:
-        groups, the one holding most pixels first.
+        groups named by :func:`layout_name`, the one holding most pixels first.
 
     .. versionadded:: 0.2
     """
     layouts: dict[tuple[int, str, tuple[str, ...]], list[ChipFile]] = defaultdict(list)
     for chip in chips:
         layouts[(chip.count, chip.dtype, chip.band_names)].append(chip)
-    used = set(taken)
     groups = []
     for (count, dtype, band_names), members in sorted(layouts.items()):
-        name = layout_name(count, dtype, band_names)
-        if name in used:
-            name += '-chips'
-        used.add(name)
         declared = Counter(c.nodata for c in members if c.nodata is not None)
         group_nodata = (
             nodata
@@ -215,7 +265,7 @@ def group_chips(
         members = sorted(members, key=lambda c: c.path)
         groups.append(
             ChipGroup(
-                name=name,
+                name=layout_name(count, dtype, band_names),
                 chips=tuple(members),
                 count=count,
                 dtype=dtype,
@@ -287,7 +337,7 @@ def group_rasters(
                 ),
             )
         )
-    groups.sort(key=lambda g: (-sum(r.width * r.height for r in g.rasters), g.name))
+    groups.sort(key=lambda g: (-g.raster_pixels, g.name))
     return groups
 
 

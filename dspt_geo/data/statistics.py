@@ -8,6 +8,7 @@ as training did.
 """
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import torch
 from ..cache import default_cache_dir
 from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
+from .mixed import MixedDataset
 from .sampling import PatchStream
 
 __all__ = ('BandStatistics', 'compute_statistics', 'load_or_compute_statistics')
@@ -70,7 +72,7 @@ class BandStatistics:
 
 
 def compute_statistics(
-    dataset: SensorDataset | ChipDataset,
+    dataset: SensorDataset | ChipDataset | MixedDataset,
     num_patches: int = 64,
     size: int = 256,
     max_pixels: int = 1_000_000,
@@ -79,8 +81,9 @@ def compute_statistics(
     """Estimate per-band statistics from random patches of *dataset*.
 
     Args:
-        dataset: the sensor group's dataset, or a chip group's (whose samples are
-            whole chips).
+        dataset: the sensor group's dataset, a chip group's (whose samples are
+            whole chips) or a group's of both (patches and chips drawn by their
+            share of the group's pixels, at least one of each).
         num_patches: patches (or chips) to draw.
         size: patch size in pixels (shrunk to fit the smallest raster).
         max_pixels: valid pixels per band kept at most (memory bound).
@@ -90,22 +93,27 @@ def compute_statistics(
         the statistics.
 
     .. versionchanged:: 0.2
-       *dataset* may be a :class:`~dspt_geo.data.chips.ChipDataset`.
+       *dataset* may be a :class:`~dspt_geo.data.chips.ChipDataset` or a
+       :class:`~dspt_geo.data.mixed.MixedDataset`.
     """
-    stream: PatchStream | ChipStream
-    if isinstance(dataset, ChipDataset):
-        stream = ChipStream(
-            dataset, size=None, length=num_patches, min_valid_fraction=1e-6, seed=seed
-        )
-    else:
-        size = min(size, _largest_fitting_size(dataset))
-        stream = PatchStream(
-            dataset, size=size, length=num_patches, min_valid_fraction=1e-6, seed=seed
-        )
+    streams: list[PatchStream | ChipStream]
+    match dataset:
+        case ChipDataset():
+            streams = [_chip_stream(dataset, num_patches, seed)]
+        case MixedDataset():
+            chips = min(
+                num_patches - 1, max(1, round(num_patches * dataset.chip_share))
+            )
+            streams = [
+                _patch_stream(dataset.rasters, num_patches - chips, size, seed),
+                _chip_stream(dataset.chips, chips, seed),
+            ]
+        case _:
+            streams = [_patch_stream(dataset, num_patches, size, seed)]
     per_patch = max(1, max_pixels // num_patches)
     generator = torch.Generator().manual_seed(seed)
     chunks = []
-    for sample in stream:
+    for sample in itertools.chain(*streams):
         valid = sample['image'][:, sample['valid']]
         valid = valid[:, torch.isfinite(valid).all(dim=0)]
         if valid.shape[1] > per_patch:
@@ -125,8 +133,25 @@ def compute_statistics(
     )
 
 
+def _chip_stream(dataset: ChipDataset, count: int, seed: int) -> ChipStream:
+    """*count* whole chips, for statistics."""
+    return ChipStream(
+        dataset, size=None, length=count, min_valid_fraction=1e-6, seed=seed
+    )
+
+
+def _patch_stream(
+    dataset: SensorDataset, count: int, size: int, seed: int
+) -> PatchStream:
+    """*count* patches of *size* px (shrunk to fit the largest raster), for statistics."""
+    size = min(size, _largest_fitting_size(dataset))
+    return PatchStream(
+        dataset, size=size, length=count, min_valid_fraction=1e-6, seed=seed
+    )
+
+
 def load_or_compute_statistics(
-    dataset: SensorDataset | ChipDataset,
+    dataset: SensorDataset | ChipDataset | MixedDataset,
     cache_dir: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> BandStatistics:
@@ -173,7 +198,9 @@ def _largest_fitting_size(dataset: SensorDataset) -> int:
     return max(1, int(max(sides)))
 
 
-def _fingerprint(dataset: SensorDataset | ChipDataset, settings: dict[str, Any]) -> str:
+def _fingerprint(
+    dataset: SensorDataset | ChipDataset | MixedDataset, settings: dict[str, Any]
+) -> str:
     """Hash of everything the statistics depend on."""
     files = []
     for path in dataset.group.paths:
@@ -187,6 +214,6 @@ def _fingerprint(dataset: SensorDataset | ChipDataset, settings: dict[str, Any])
         'sar': dataset.sar.to_dict() if dataset.sar else None,
         'settings': sorted(settings.items()),
     }
-    if isinstance(dataset, SensorDataset):
+    if not isinstance(dataset, ChipDataset):
         key |= {'crs': dataset.crs.to_wkt(), 'res': list(dataset.res)}
     return hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:16]

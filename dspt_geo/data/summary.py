@@ -8,10 +8,11 @@ import shapely
 from rasterio.crs import CRS
 from rasterio.warp import transform_geom
 
+from .batches import group_dataset
 from .chips import ChipDataset
 from .dataset import SensorDataset
-from .discovery import scan_rasters
-from .groups import ChipGroup, group_chips, group_rasters
+from .discovery import ChipFile, scan_rasters
+from .groups import ChipGroup, SensorGroup, group_scan
 from .sar import SarMode
 from .statistics import load_or_compute_statistics
 
@@ -47,21 +48,21 @@ def describe_rasters(
         cache_dir: statistics cache folder.
 
     Returns:
-        a JSON-ready dict: ``groups`` (one entry per sensor group), ``chip_groups``
-        (one per band layout of image chips) and ``skipped``; a SAR group's ``sar``
-        holds the stored scale and the conversion decided (``sar_scale``,
-        ``sar_mode``, ``conversion``), else it is None.
+        a JSON-ready dict: ``groups`` (one entry per sensor group; ``chips`` holds
+        the image chips of its layout, or None), ``chip_groups`` (one per band
+        layout of image chips that no raster has) and ``skipped``; a SAR group's
+        ``sar`` holds the stored scale and the conversion decided (``sar_scale``,
+        ``sar_mode``, ``conversion``), else it is None. Statistics cover a
+        group's rasters and chips together.
 
     .. versionchanged:: 0.2
-       Image chips are described as ``chip_groups``.
+       Image chips are described as ``chip_groups``, or in ``chips`` of the
+       sensor group of their layout.
     """
     scan = scan_rasters(paths, chips=True)
-    groups = (
-        group_rasters(scan.rasters, crs=crs, res=res, nodata=nodata)
-        if scan.rasters
-        else []
-    )
-    chip_groups = group_chips(scan.chips, nodata=nodata, taken=[g.name for g in groups])
+    found = group_scan(scan, crs=crs, res=res, nodata=nodata)
+    groups = [g for g in found if isinstance(g, SensorGroup)]
+    chip_groups = [g for g in found if isinstance(g, ChipGroup)]
     described = []
     for group in groups:
         dataset = SensorDataset(group, sar_mode=sar_mode)
@@ -82,7 +83,7 @@ def describe_rasters(
             'res': list(group.res),
             'extent': [left, bottom, right, top],
             'area_km2': area / 1e6,
-            'pixels': sum(r.width * r.height for r in group.rasters),
+            'pixels': group.raster_pixels,
             'files': [
                 {
                     'path': raster.path,
@@ -94,10 +95,11 @@ def describe_rasters(
                 }
                 for raster in group.rasters
             ],
+            'chips': _describe_chip_files(group.chips) if group.chips else None,
         }
         if stats:
             entry['statistics'] = load_or_compute_statistics(
-                dataset, cache_dir
+                group_dataset(group, sar_mode), cache_dir
             ).to_dict()
         described.append(entry)
     skipped = [{'path': s.path, 'reason': s.reason} for s in scan.skipped]
@@ -118,8 +120,6 @@ def _describe_chips(
 ) -> dict[str, Any]:
     """JSON-ready description of a chip group."""
     dataset = ChipDataset(group, sar_mode=sar_mode)
-    widths = [c.width for c in group.chips]
-    heights = [c.height for c in group.chips]
     entry: dict[str, Any] = {
         'name': group.name,
         'bands': list(group.bands),
@@ -128,16 +128,25 @@ def _describe_chips(
         'dtype': group.dtype,
         'sar': _sar(dataset),
         'nodata': group.nodata,
-        'chips': len(group.chips),
-        'size_min': [min(widths), min(heights)],
-        'size_max': [max(widths), max(heights)],
-        'pixels': group.pixels,
-        'formats': sorted({c.driver for c in group.chips}),
-        'files': [{'path': c.path, 'size': [c.width, c.height]} for c in group.chips],
+        **_describe_chip_files(group.chips),
     }
     if stats:
         entry['statistics'] = load_or_compute_statistics(dataset, cache_dir).to_dict()
     return entry
+
+
+def _describe_chip_files(chips: tuple[ChipFile, ...]) -> dict[str, Any]:
+    """JSON-ready count, size range, pixels, formats and files of image chips."""
+    widths = [c.width for c in chips]
+    heights = [c.height for c in chips]
+    return {
+        'chips': len(chips),
+        'size_min': [min(widths), min(heights)],
+        'size_max': [max(widths), max(heights)],
+        'pixels': sum(c.width * c.height for c in chips),
+        'formats': sorted({c.driver for c in chips}),
+        'files': [{'path': c.path, 'size': [c.width, c.height]} for c in chips],
+    }
 
 
 def format_description(description: dict[str, Any]) -> str:
@@ -150,6 +159,9 @@ def format_description(description: dict[str, Any]) -> str:
     if chip_groups:
         chips = sum(g['chips'] for g in chip_groups)
         head += f'; {len(chip_groups)} chip group(s), {chips} image chip(s)'
+    joined = sum(g['chips']['chips'] for g in groups if g.get('chips'))
+    if joined:
+        head += f'; {joined} image chip(s) in sensor groups of their band layout'
     lines.append(head)
     for group in groups:
         lines.extend(_layout_lines(group, ''))
@@ -171,25 +183,13 @@ def format_description(description: dict[str, Any]) -> str:
             lines.append(
                 f'    {raster["path"]}  ({raster["size"][0]} x {raster["size"][1]}, {native})'
             )
+        if group.get('chips'):
+            lines.append('  image chips of this band layout, each a sample of its own:')
+            lines.extend(_chip_lines(group['chips']))
         lines.extend(_format_statistics(group))
     for group in chip_groups:
         lines.extend(_layout_lines(group, ': image chips, each a sample of its own'))
-        (min_w, min_h), (max_w, max_h) = group['size_min'], group['size_max']
-        size = (
-            f'{min_w} x {min_h}'
-            if (min_w, min_h) == (max_w, max_h)
-            else f'{min_w} x {min_h} to {max_w} x {max_h}'
-        )
-        lines.append(f'  size       {size} px ({group["pixels"] / 1e6:.3g} Mpx)')
-        lines.append(f'  chips      {group["chips"]} ({", ".join(group["formats"])})')
-        shown = group['files'][:_CHIPS_SHOWN]
-        lines.extend(
-            f'    {c["path"]}  ({c["size"][0]} x {c["size"][1]})' for c in shown
-        )
-        if group['chips'] > len(shown):
-            lines.append(
-                f'    ... and {group["chips"] - len(shown)} more (--json lists all)'
-            )
+        lines.extend(_chip_lines(group))
         lines.extend(_format_statistics(group))
     if description['skipped']:
         lines.append('')
@@ -212,6 +212,27 @@ def _sar(dataset: SensorDataset | ChipDataset) -> dict[str, Any] | None:
     if dataset.sar is None:
         return None
     return {**dataset.sar.to_dict(), 'conversion': str(dataset.sar)}
+
+
+def _chip_lines(chips: dict[str, Any]) -> list[str]:
+    """Size range, count, formats and the first files of image chips."""
+    (min_w, min_h), (max_w, max_h) = chips['size_min'], chips['size_max']
+    size = (
+        f'{min_w} x {min_h}'
+        if (min_w, min_h) == (max_w, max_h)
+        else f'{min_w} x {min_h} to {max_w} x {max_h}'
+    )
+    lines = [
+        f'  size       {size} px ({chips["pixels"] / 1e6:.3g} Mpx)',
+        f'  chips      {chips["chips"]} ({", ".join(chips["formats"])})',
+    ]
+    shown = chips['files'][:_CHIPS_SHOWN]
+    lines.extend(f'    {c["path"]}  ({c["size"][0]} x {c["size"][1]})' for c in shown)
+    if chips['chips'] > len(shown):
+        lines.append(
+            f'    ... and {chips["chips"] - len(shown)} more (--json lists all)'
+        )
+    return lines
 
 
 def _layout_lines(group: dict[str, Any], title_suffix: str) -> list[str]:

@@ -63,9 +63,10 @@ def test_chips_are_found_beside_rasters_and_grouped_by_band_layout(mixed):
     assert (alpha.count, alpha.alpha) == (3, True)
 
     groups = {g.name: g for g in discover_groups([mixed])}
-    assert set(groups) == {'3band-uint8', '3band-uint8-chips', '4band-uint16'}
-    assert isinstance(groups['3band-uint8-chips'], ChipGroup)
-    assert len(groups['3band-uint8-chips'].chips) == 7
+    # The RGB chips join the RGB GeoTIFF's group: one group per band layout.
+    assert set(groups) == {'3band-uint8', '4band-uint16'}
+    assert isinstance(groups['4band-uint16'], ChipGroup)
+    assert len(groups['3band-uint8'].chips) == 7
     assert len(groups['4band-uint16'].chips) == 3
 
 
@@ -113,8 +114,6 @@ def test_dataset_decodes_every_format_like_gdal(mixed):
     import rasterio
 
     for group in discover_groups([mixed]):
-        if not isinstance(group, ChipGroup):
-            continue
         dataset = ChipDataset(group)
         for index, chip in enumerate(group.chips):
             sample = dataset[index]
@@ -190,8 +189,8 @@ def test_stream_windows_big_chips_enlarges_small_ones_and_shards(mixed, monkeypa
 
 
 def test_whole_chip_stream_and_statistics(mixed):
-    group = next(g for g in discover_groups([mixed]) if g.name == '3band-uint8-chips')
-    dataset = ChipDataset(group)
+    group = next(g for g in discover_groups([mixed]) if g.name == '3band-uint8')
+    dataset = ChipDataset(group)  # the group's chips, without its GeoTIFF
     shapes = {tuple(s['image'].shape) for s in ChipStream(dataset, None, 7)}
     assert shapes == {(3, 40, 48), (3, 40, 40)}
 
