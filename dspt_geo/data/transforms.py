@@ -96,7 +96,16 @@ def random_resized_crop(
     flip_x = [flips and u < 0.5 for u in uniform(0.0, 1.0)]
     flip_y = [flips and u < 0.5 for u in uniform(0.0, 1.0)]
     turns = [int(4 * u) % 4 if rotations else 0 for u in uniform(0.0, 1.0)]
-    views = []
+    bands = images[0].shape[-3]
+    out = images[0].new_empty((batch, bands, size, size))
+    out_valid = torch.ones((batch, size, size), dtype=torch.bool, device=device)
+    # Windows valid everywhere (most) give views valid everywhere: one check per
+    # batch (one device sync), no masking, no mask to resample.
+    whole = (
+        valid.flatten(1).all(1).tolist()
+        if isinstance(valid, Tensor)
+        else [bool(mask.all()) for mask in valid]
+    )
     for i, (image, mask) in enumerate(zip(images, valid, strict=True)):
         height, width = image.shape[-2:]
         area = areas[i] * height * width
@@ -104,15 +113,13 @@ def random_resized_crop(
         h = min(height, max(1, round(math.sqrt(area / aspects[i]))))
         x0 = min(width - w, int(offsets_x[i] * (width - w + 1)))
         y0 = min(height - h, int(offsets_y[i] * (height - h + 1)))
-        # Nodata becomes 0 whatever its fill; the mask rides along as one more band,
-        # resampled by the same filter.
-        inside = mask[None, y0 : y0 + h, x0 : x0 + w]
-        crop = torch.cat(
-            [
-                torch.where(inside, image[:, y0 : y0 + h, x0 : x0 + w], 0.0),
-                inside.to(image.dtype),
-            ]
-        )
+        crop = image[:, y0 : y0 + h, x0 : x0 + w]
+        partial = not whole[i]
+        if partial:
+            # Nodata becomes 0 whatever its fill; the mask rides along as one more
+            # band, resampled by the same filter.
+            inside = mask[None, y0 : y0 + h, x0 : x0 + w]
+            crop = torch.cat([torch.where(inside, crop, 0.0), inside.to(image.dtype)])
         view = F.interpolate(
             crop[None],
             size=(size, size),
@@ -124,9 +131,12 @@ def random_resized_crop(
             view = view.flip(-1)
         if flip_y[i]:
             view = view.flip(-2)
-        views.append(view.rot90(turns[i], dims=(-2, -1)) if turns[i] else view)
-    out = torch.stack(views)
-    return out[:, :-1], out[:, -1] >= _FULLY_VALID
+        if turns[i]:
+            view = view.rot90(turns[i], dims=(-2, -1))
+        out[i] = view[:bands]
+        if partial:
+            out_valid[i] = view[bands] >= _FULLY_VALID
+    return out, out_valid
 
 
 def flip_rotate(

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadError
+from ..chips import decode_jpeg_chip
 from ..discovery import has_alpha, north_up
 from .classes import ClassTable
 from .windows import ChipWindow, chip_windows
@@ -242,6 +243,9 @@ def _read_chip(
     at the stored resolution; where the chip ends first, the window is padded with
     zeros that are not valid.
     """
+    fast = _read_plain_jpeg(path, size, window)
+    if fast is not None:
+        return fast
     with _open(path) as src:
         stored = (src.height, src.width)
         try:
@@ -271,6 +275,40 @@ def _read_chip(
         assert size is not None, 'windows have a size'
         data, valid = pad(data, size), pad(valid, size)
     return data, valid, stored
+
+
+def _read_plain_jpeg(
+    path: str, size: tuple[int, int] | None, window: ChipWindow | None
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_], tuple[int, int]] | None:
+    """:func:`_read_chip` of a plain grey or RGB JPEG file, decoded by libjpeg-turbo.
+
+    The fine-tuning counterpart of the pre-training chip read
+    (:func:`~dspt_geo.data.chips.decode_jpeg_chip`): EuroSAT's 64 px JPEGs decode
+    several times faster than through GDAL. None where GDAL is needed: GDAL
+    paths (``/vsizip/...``), a sidecar that may declare nodata, CMYK, or a chip
+    to be resampled to another *size*.
+    """
+    if not path.lower().endswith(('.jpg', '.jpeg')) or path.startswith('/vsi'):
+        return None
+    if os.path.exists(f'{path}.aux.xml'):
+        return None
+    try:
+        data = decode_jpeg_chip(path)
+    except RasterReadError:
+        return None  # not a JPEG after all: GDAL reads it or says why
+    if data is None:
+        return None
+    stored = (data.shape[1], data.shape[2])
+    if window is not None:
+        assert size is not None, 'windows have a size'
+        data = data[
+            :, window.row : window.row + size[0], window.col : window.col + size[1]
+        ]
+        valid = np.ones(data.shape[1:], bool)
+        return pad(data, size), pad(valid, size), stored
+    if size is not None and size != stored:
+        return None
+    return data, np.ones(stored, bool), stored
 
 
 def pad(array: npt.NDArray[Any], size: tuple[int, int]) -> npt.NDArray[Any]:
