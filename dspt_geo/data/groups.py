@@ -197,7 +197,7 @@ def discover_groups(
 def group_scan(
     scan: ScanResult,
     *,
-    crs: str | None = None,
+    crs: CRS | str | None = None,
     res: float | None = None,
     nodata: float | None = None,
 ) -> list[SensorGroup | ChipGroup]:
