@@ -8,10 +8,8 @@ then cut like the others: a chip is never down-sampled (issue 9).
 
 Decoding is most of a chip's cost, so the read is kept to the decode: JPEG goes
 through torchvision's libjpeg-turbo decoder (the same values as Pillow's, without
-its Python header parsing: about twice as fast on 64 px chips), 8-bit PNG and
-losslessly compressed 8-bit grey or RGB TIFF through Pillow (GDAL's per-open
-environment and folder listing cost more than decoding a small chip), everything
-else through GDAL with the folder listing that GDAL does on
+its Python header parsing: about twice as fast on 64 px chips), 8-bit PNG through
+Pillow, everything else through GDAL with the folder listing that GDAL does on
 every open (to find sidecars) switched off, as the header was read while scanning.
 """
 
@@ -40,14 +38,7 @@ from .sar import SarConversion, SarMode, sar_conversion
 __all__ = ('ChipDataset', 'ChipStream', 'decode_jpeg_chip', 'read_chip_pixels')
 
 #: Pillow modes read directly, by GDAL driver: what GDAL would return as bands.
-_PILLOW_MODES = {
-    'PNG': frozenset({'L', 'LA', 'RGB', 'RGBA'}),
-    'GTiff': frozenset({'L', 'RGB'}),
-}
-
-#: TIFF compressions Pillow decodes to GDAL's values (lossless; JPEG-in-TIFF is
-#: left to GDAL, whose decoder may differ).
-_LOSSLESS_TIFF = frozenset({'raw', 'tiff_lzw', 'tiff_adobe_deflate', 'packbits'})
+_PILLOW_MODES = {'PNG': frozenset({'L', 'LA', 'RGB', 'RGBA'})}
 
 #: GDAL configuration for chip reads: the header is known, so no folder listing.
 _GDAL_OPTIONS = {'GDAL_DISABLE_READDIR_ON_OPEN': 'EMPTY_DIR'}
@@ -109,10 +100,7 @@ def read_chip_pixels(
     if modes is not None:
         try:
             with Image.open(chip.path) as image:
-                if image.mode in modes and (
-                    chip.driver != 'GTiff'
-                    or image.info.get('compression', 'raw') in _LOSSLESS_TIFF
-                ):
+                if image.mode in modes:
                     if window is not None:
                         row, col, rows, cols = window
                         data = np.asarray(
@@ -121,9 +109,9 @@ def read_chip_pixels(
                     else:
                         data = np.asarray(image)
                     return data[None] if data.ndim == 2 else data.transpose(2, 0, 1)
-        except OSError:
-            pass  # a layout Pillow does not know (multi-band 16-bit TIFF) or damage:
-            # GDAL reads it, or says why
+        except OSError as error:
+            msg = f'cannot read chip {chip.path}: {error}'
+            raise RasterReadError(msg) from None
     try:
         with warnings.catch_warnings(), rasterio.Env(**_GDAL_OPTIONS):
             warnings.simplefilter('ignore', NotGeoreferencedWarning)
