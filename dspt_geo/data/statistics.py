@@ -12,20 +12,28 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..cache import default_cache_dir
+from ..errors import EmptyRasterError
 from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
 from .mixed import MixedDataset
 from .sampling import PatchStream
 
-__all__ = ('BandStatistics', 'compute_statistics', 'load_or_compute_statistics')
+__all__ = (
+    'BandStatistics',
+    'compute_statistics',
+    'estimate_statistics',
+    'load_or_compute_statistics',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,20 +118,55 @@ def compute_statistics(
             ]
         case _:
             streams = [_patch_stream(dataset, num_patches, size, seed)]
-    per_patch = max(1, max_pixels // num_patches)
     generator = torch.Generator().manual_seed(seed)
+    return estimate_statistics(
+        itertools.chain(*streams),
+        tuple(dataset.bands),
+        max(1, max_pixels // num_patches),
+        generator,
+    )
+
+
+def estimate_statistics(
+    samples: Iterable[dict[str, Tensor]],
+    bands: Sequence[str],
+    per_sample: int,
+    generator: torch.Generator,
+) -> BandStatistics:
+    """Per-band statistics of the valid, finite pixels of *samples*.
+
+    The one estimator of the package: sensor groups, chip groups and labelled chip
+    datasets all end here.
+
+    Args:
+        samples: samples with ``image`` (C, H, W) and ``valid`` (H, W).
+        bands: band names (empty: ``band_1``, ...).
+        per_sample: valid pixels kept at most per sample (a seeded subsample).
+        generator: generator of the subsample.
+
+    Returns:
+        the statistics.
+
+    Raises:
+        EmptyRasterError: If the samples hold no valid pixel.
+
+    .. versionadded:: 0.2
+    """
     chunks = []
-    for sample in itertools.chain(*streams):
+    for sample in samples:
         valid = sample['image'][:, sample['valid']]
         valid = valid[:, torch.isfinite(valid).all(dim=0)]
-        if valid.shape[1] > per_patch:
-            keep = torch.randperm(valid.shape[1], generator=generator)[:per_patch]
+        if valid.shape[1] > per_sample:
+            keep = torch.randperm(valid.shape[1], generator=generator)[:per_sample]
             valid = valid[:, keep]
         chunks.append(valid.double())
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        msg = f'the {len(chunks)} samples drawn hold no valid pixel'
+        raise EmptyRasterError(msg)
     pixels = torch.cat(chunks, dim=1).numpy()
     p02, p50, p98 = np.percentile(pixels, [2, 50, 98], axis=1)
     return BandStatistics(
-        bands=tuple(dataset.bands),
+        bands=tuple(bands) or tuple(f'band_{i + 1}' for i in range(pixels.shape[0])),
         mean=tuple(pixels.mean(axis=1).tolist()),
         std=tuple(pixels.std(axis=1).tolist()),
         p02=tuple(p02.tolist()),
