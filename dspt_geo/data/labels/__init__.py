@@ -20,14 +20,7 @@ scenes with overlapping windows that score every labelled pixel once (evaluation
 """
 
 from ...errors import LabelError
-from .api import (
-    TASKS,
-    LabelledData,
-    Task,
-    collate_labelled,
-    labelled_statistics,
-    open_labelled,
-)
+from .api import open_labelled
 from .chips import (
     ChipClassificationDataset,
     ChipDetectionDataset,
@@ -36,6 +29,8 @@ from .chips import (
     read_chip,
 )
 from .classes import DEFAULT_IGNORE_INDEX, ClassTable, default_palette
+from .collate import collate_labelled
+from .data import TASKS, LabelledData, Task
 from .dota import read_dota
 from .formats import read_class_folders, read_coco, read_voc
 from .hrsc import read_hrsc
@@ -52,6 +47,7 @@ from .split import (
     block_keys,
     stratified_fraction,
 )
+from .statistics import labelled_statistics
 from .vectors import VectorLabels, read_table
 from .windows import SceneWindows, axis_windows
 

@@ -23,12 +23,11 @@ import pandas as pd
 from ...errors import LabelError, NoRastersFoundError
 from .chips import CHIP_EXTENSIONS, list_files, zip_location
 from .split import SplitName, split_from_path
-from .vectors import class_column_values
+from .vectors import CLASS_COLUMNS, class_column_values, find_column
 
 __all__ = (
     'BoxRecord',
     'ChipRecord',
-    'find_column',
     'locate_image',
     'pair_masks',
     'read_chip_table',
@@ -38,9 +37,6 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
-
-#: Likely names of the class column, tried when none is given.
-CLASS_COLUMNS = ('class', 'label', 'class_name', 'classname', 'category', 'class_id')
 
 #: Likely names of the chip path column of a chip table.
 PATH_COLUMNS = (
@@ -53,9 +49,6 @@ PATH_COLUMNS = (
     'image',
     'chip',
 )
-
-#: Likely names of a split column.
-SPLIT_COLUMNS = ('split', 'subset', 'set')
 
 #: Suffixes of mask file names beside their image's stem (``tile_01_mask.png``).
 _MASK_SUFFIXES = ('', '_mask', '-mask', '_label', '_labels', '-label', '_gt', '_seg')
@@ -138,19 +131,6 @@ def check_images_found(missing: Sequence[str], what: str, hint: str) -> None:
     if missing:
         msg = f'{len(missing)} images {what} not found (first: {missing[0]}.*); {hint}'
         raise NoRastersFoundError(msg)
-
-
-def find_column(
-    frame: pd.DataFrame, given: str | None, candidates: Sequence[str]
-) -> str | None:
-    """*given*, else the first column whose lower-cased name is a candidate."""
-    if given is not None:
-        return given
-    lower = {str(c).lower(): str(c) for c in frame.columns}
-    for candidate in candidates:
-        if candidate in lower:
-            return lower[candidate]
-    return None
 
 
 # -- class folders -----------------------------------------------------------------

@@ -15,18 +15,26 @@ Four ways to split, each a small frozen dataclass passed as ``split``:
 
 The draw ranks blocks (or chips) by a hash of the seed and the block's key, so it
 is the same on every machine and run, and adding data elsewhere moves few blocks.
+
+Every label form decides its split here: :func:`assign_splits` for items (chips,
+locations, annotated images), :func:`scene_split` for georeferenced scenes;
+:func:`stratified_fraction` keeps a share of the labels per class.
 """
 
 import hashlib
+import logging
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from ...errors import LabelError
+from .vectors import SPLIT_COLUMNS, class_column_values, find_column
 
 __all__ = (
     'SPLITS',
@@ -37,12 +45,17 @@ __all__ = (
     'SplitName',
     'SplitSpec',
     'assign_blocks',
+    'assign_splits',
     'block_keys',
     'random_assign',
+    'relative_split',
+    'scene_split',
     'split_from_path',
     'split_from_value',
     'stratified_fraction',
 )
+
+logger = logging.getLogger(__name__)
 
 SplitName = Literal['train', 'val', 'test']
 
@@ -293,6 +306,150 @@ def stratified_fraction(
         ranked = sorted(positions, key=lambda i: _rank(seed, (label, i)))
         kept.extend(ranked[:count])
     return sorted(kept)
+
+
+def assign_splits(
+    spec: SplitSpec | Literal['auto'] | None,
+    count: int,
+    *,
+    folders: Sequence[SplitName | None] | None = None,
+    frame: pd.DataFrame | None = None,
+    locations: Sequence[tuple[str, float, float] | None] | None = None,
+    block_size: float | None = None,
+    seed: int = 0,
+    what: str = 'chips',
+) -> list[SplitName]:
+    """The split of each of *count* items under *spec*.
+
+    Args:
+        spec: the split asked for.
+        count: number of items.
+        folders: split named by each item's folders (None where none).
+        frame: the label table (for a column split).
+        locations: (CRS, x, y) of each item, for a block split.
+        block_size: block size when the :class:`BlockSplit` leaves it open.
+        seed: seed of an automatic split.
+        what: what the items are, for messages.
+
+    Returns:
+        one split per item.
+
+    Raises:
+        LabelError: If the split does not fit the data.
+    """
+    if spec is None:
+        return ['train'] * count
+    if spec == 'auto':
+        if folders is not None and count and all(folders):
+            spec = FolderSplit()
+        elif frame is not None and find_column(frame, None, SPLIT_COLUMNS):
+            spec = ColumnSplit(str(find_column(frame, None, SPLIT_COLUMNS)))
+        elif locations is not None and all(locations):
+            spec = BlockSplit(size=block_size, seed=seed)
+        else:
+            logger.warning(
+                '%s have no split folders, split column or location: splitting them '
+                'at random (near-duplicate chips may leak into validation)',
+                what,
+            )
+            spec = RandomSplit(seed=seed)
+    match spec:
+        case FolderSplit():
+            names = list(folders or [None] * count)
+            outside = [i for i, s in enumerate(names) if s is None]
+            if outside:
+                msg = (
+                    f'{len(outside)} {what} are not in a train/val/test (or trn/val/tst) '
+                    'folder; arrange them so, or choose another split'
+                )
+                raise LabelError(msg)
+            return [s for s in names if s is not None]
+        case ColumnSplit(column=column):
+            if frame is None:
+                msg = f'a column split ({column!r}) needs a label table'
+                raise LabelError(msg)
+            values = class_column_values(frame, column, what, 'split')
+            return [split_from_value(v, f'split column {column!r}') for v in values]
+        case BlockSplit():
+            if locations is None or not all(locations):
+                msg = (
+                    f'{what} without a location (no CRS) cannot be split in blocks; '
+                    'use --split random, or train/val/test folders'
+                )
+                raise LabelError(msg)
+            size = spec.size or block_size
+            if size is None:
+                msg = 'a block split needs a block size in CRS units (--split blocks:SIZE)'
+                raise ValueError(msg)
+            places = [loc for loc in locations if loc is not None]
+            keys = [
+                (crs, *key)
+                for (crs, _, _), key in zip(
+                    places,
+                    block_keys([p[1] for p in places], [p[2] for p in places], size),
+                    strict=True,
+                )
+            ]
+            splits = assign_blocks(
+                keys, spec.val_fraction, spec.test_fraction, spec.seed
+            )
+            return [splits[key] for key in keys]
+        case RandomSplit():
+            return random_assign(
+                count, spec.val_fraction, spec.test_fraction, spec.seed
+            )
+
+
+def relative_split(path: str, root: str) -> SplitName | None:
+    """Split named by the folders of *path* below *root*."""
+    try:
+        parts = Path(path).resolve().relative_to(Path(root).resolve()).parts[:-1]
+    except ValueError:
+        return None
+    return split_from_path(parts)
+
+
+def scene_split(
+    spec: SplitSpec | Literal['auto'] | None,
+    folders: dict[str, SplitName | None],
+    seed: int = 0,
+) -> FolderSplit | BlockSplit | None:
+    """The split of georeferenced scenes, ``'auto'`` resolved and checked.
+
+    ``'auto'`` is a folder split when every image file lies in a split folder, else
+    a block split.
+
+    Args:
+        spec: the split asked for.
+        folders: image file -> split named by its folders (None where none).
+        seed: seed of an automatic block split.
+
+    Returns:
+        the split (None: everything trains).
+
+    Raises:
+        LabelError: If image files lie outside split folders under a folder split,
+            or the split is by column or random (chips of a scene are neighbours).
+    """
+    if spec == 'auto':
+        spec = FolderSplit() if all(folders.values()) else BlockSplit(seed=seed)
+    match spec:
+        case FolderSplit():
+            outside = [f for f, s in folders.items() if s is None]
+            if outside:
+                msg = (
+                    f'{len(outside)} image files are not in a train/val/test folder '
+                    f'(e.g. {outside[0]}); arrange them so, or use --split blocks'
+                )
+                raise LabelError(msg)
+        case ColumnSplit() | RandomSplit():
+            msg = (
+                f'--split {"random" if isinstance(spec, RandomSplit) else "column"} '
+                'does not fit image scenes: chips drawn from one scene are '
+                'neighbours, so split by area (--split blocks) or by folders'
+            )
+            raise LabelError(msg)
+    return spec
 
 
 def summarise(splits: Sequence[SplitName]) -> str:

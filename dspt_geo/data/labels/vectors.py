@@ -26,10 +26,13 @@ from rasterio.transform import from_bounds
 from ...errors import LabelError
 
 __all__ = (
+    'CLASS_COLUMNS',
+    'SPLIT_COLUMNS',
     'TABLE_EXTENSIONS',
     'VECTOR_EXTENSIONS',
     'VectorLabels',
     'class_column_values',
+    'find_column',
     'read_table',
     'reproject_labels',
     'resolve_column',
@@ -54,6 +57,25 @@ _COORDINATE_COLUMNS = (
 
 #: Columns that may hold geometries as WKT in a plain table.
 _WKT_COLUMNS = ('wkt', 'geometry', 'geom', 'the_geom')
+
+#: Likely names of the class column, tried when none is given.
+CLASS_COLUMNS = ('class', 'label', 'class_name', 'classname', 'category', 'class_id')
+
+#: Likely names of a split column.
+SPLIT_COLUMNS = ('split', 'subset', 'set')
+
+
+def find_column(
+    frame: pd.DataFrame, given: str | None, candidates: Sequence[str]
+) -> str | None:
+    """*given*, else the first column whose lower-cased name is a candidate."""
+    if given is not None:
+        return given
+    lower = {str(c).lower(): str(c) for c in frame.columns}
+    for candidate in candidates:
+        if candidate in lower:
+            return lower[candidate]
+    return None
 
 
 def read_table(
