@@ -15,7 +15,8 @@ Pascal VOC, NWPU VHR-10, HRSC2016, DOTA), derives the :class:`ClassTable` once, 
 :func:`dspt_geo.data.transforms.normalise`); ``valid`` is the bool (H, W) mask of
 pixels with image data. Chip datasets are map-style; scene datasets (rasters with
 label rasters or vectors) are iterable and shard themselves across DDP ranks and
-workers. Batch with :func:`collate_labelled`. :class:`SceneWindows` tiles a split's
+workers. Batch with :func:`collate_labelled`; :func:`write_split_lists` says what
+each split holds. :class:`SceneWindows` tiles a split's
 scenes with overlapping windows that score every labelled pixel once (evaluation).
 """
 
@@ -34,6 +35,7 @@ from .data import TASKS, LabelledData, Task
 from .dota import read_dota
 from .formats import read_class_folders, read_coco, read_voc
 from .hrsc import read_hrsc
+from .lists import split_items, write_split_lists
 from .nwpu import NWPU_CLASSES, read_nwpu
 from .rasters import RasterLabels
 from .scenes import LocationClassificationDataset, SceneDataset
@@ -88,5 +90,7 @@ __all__ = (
     'read_nwpu',
     'read_table',
     'read_voc',
+    'split_items',
     'stratified_fraction',
+    'write_split_lists',
 )

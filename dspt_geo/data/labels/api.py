@@ -90,6 +90,8 @@ def open_labelled(
     layer: str | int | None = None,
     path_column: str | None = None,
     seed: int = 0,
+    label_fraction: float | None = None,
+    label_seed: int | None = None,
 ) -> LabelledData:
     """Open labelled data in whatever form the user has it.
 
@@ -139,6 +141,11 @@ def open_labelled(
         layer: layer of a multi-layer vector file.
         path_column: chip path column of a chip table (default: found by name).
         seed: seed of splits and chip draws.
+        label_fraction: train on this share of the training labels, in (0, 1]
+            (the few-label setting): per class for classification (at least one
+            each), of images for segmentation and detection chips, of regions
+            (blocks) for scenes; validation and test keep all theirs. None: all.
+        label_seed: seed of the label fraction's draw (default: *seed*).
 
     Returns:
         the datasets and what the model needs to know.
@@ -148,11 +155,13 @@ def open_labelled(
             class column, empty class, unknown mask values).
         NoRastersFoundError: If images or chips are not found.
         IncompatibleRasterError: If images mix band layouts and *group* is not set.
-        ValueError: If *task* or *split* is invalid.
+        ValueError: If *task*, *split* or *label_fraction* is invalid.
 
     .. versionadded:: 0.1
     .. versionchanged:: 0.2
-       *class_name*; *size* cuts segmentation and detection chips into windows.
+       *class_name*; *size* cuts segmentation and detection chips into windows;
+       *label_fraction* and *label_seed*; random splits of classification data
+       are stratified by class.
     """
     if task not in TASKS:
         msg = f'task must be one of {TASKS}, got {task!r}'
@@ -164,6 +173,9 @@ def open_labelled(
             f"split must be a FolderSplit, ColumnSplit, BlockSplit, RandomSplit, 'auto' "
             f'or None, got {split!r}'
         )
+        raise ValueError(msg)
+    if label_fraction is not None and not 0 < label_fraction <= 1:
+        msg = f'label fraction must be in (0, 1], got {label_fraction}'
         raise ValueError(msg)
     image_paths = _as_list(images)
     label_paths = _expand_vector_folders(_as_list(labels))
@@ -189,6 +201,8 @@ def open_labelled(
         layer=layer,
         path_column=path_column,
         seed=seed,
+        label_fraction=label_fraction,
+        label_seed=seed if label_seed is None else label_seed,
     )
     if not image_paths:
         msg = 'no images given'

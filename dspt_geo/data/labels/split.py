@@ -53,6 +53,7 @@ __all__ = (
     'split_from_path',
     'split_from_value',
     'stratified_fraction',
+    'training_fraction',
 )
 
 logger = logging.getLogger(__name__)
@@ -263,11 +264,38 @@ def block_edges(
 
 
 def random_assign(
-    count: int, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 0
+    count: int,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
 ) -> list[SplitName]:
-    """Seeded split of *count* items (see :func:`assign_blocks`, one block each)."""
-    splits = assign_blocks(range(count), val_fraction, test_fraction, seed)
-    return [splits[i] for i in range(count)]
+    """Seeded split of *count* items (see :func:`assign_blocks`, one block each).
+
+    With *classes* (each item's class), the split is stratified: each class is
+    split on its own, so validation holds every class in the share of training,
+    and a class of one item trains.
+
+    .. versionchanged:: 0.2
+       *classes*.
+    """
+    if classes is None:
+        splits = assign_blocks(range(count), val_fraction, test_fraction, seed)
+        return [splits[i] for i in range(count)]
+    out: list[SplitName] = ['train'] * count
+    for positions in _by_class(classes).values():
+        splits = assign_blocks(positions, val_fraction, test_fraction, seed)
+        for position in positions:
+            out[position] = splits[position]
+    return out
+
+
+def _by_class(classes: Sequence[int]) -> dict[int, list[int]]:
+    """Positions of each class, classes in order of first appearance."""
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(classes):
+        by_class.setdefault(int(label), []).append(position)
+    return by_class
 
 
 def stratified_fraction(
@@ -297,11 +325,8 @@ def stratified_fraction(
     if not 0 < fraction <= 1:
         msg = f'label fraction must be in (0, 1], got {fraction}'
         raise ValueError(msg)
-    by_class: dict[int, list[int]] = {}
-    for position, label in enumerate(labels):
-        by_class.setdefault(int(label), []).append(position)
     kept: list[int] = []
-    for label, positions in by_class.items():
+    for label, positions in _by_class(labels).items():
         count = max(1, round(len(positions) * fraction))
         ranked = sorted(positions, key=lambda i: _rank(seed, (label, i)))
         kept.extend(ranked[:count])
@@ -318,6 +343,7 @@ def assign_splits(
     block_size: float | None = None,
     seed: int = 0,
     what: str = 'chips',
+    classes: Sequence[int] | None = None,
 ) -> list[SplitName]:
     """The split of each of *count* items under *spec*.
 
@@ -330,6 +356,8 @@ def assign_splits(
         block_size: block size when the :class:`BlockSplit` leaves it open.
         seed: seed of an automatic split.
         what: what the items are, for messages.
+        classes: class of each item (classification): a random split is
+            stratified by class.
 
     Returns:
         one split per item.
@@ -396,7 +424,7 @@ def assign_splits(
             return [splits[key] for key in keys]
         case RandomSplit():
             return random_assign(
-                count, spec.val_fraction, spec.test_fraction, spec.seed
+                count, spec.val_fraction, spec.test_fraction, spec.seed, classes
             )
 
 
@@ -450,6 +478,31 @@ def scene_split(
             )
             raise LabelError(msg)
     return spec
+
+
+def training_fraction(
+    chosen: Sequence[int],
+    fraction: float,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+) -> list[int]:
+    """The training items kept under a label fraction (:func:`stratified_fraction`).
+
+    Args:
+        chosen: the training items (positions among all items).
+        fraction: share to keep, in (0, 1].
+        seed: seed of the draw.
+        classes: class of every item (all, not only *chosen*): the share is kept
+            per class, at least one each; None: of all items alike (images of
+            segmentation or detection), at least one.
+
+    Returns:
+        the kept items, a subset of *chosen*, ascending.
+
+    .. versionadded:: 0.2
+    """
+    strata = [0] * len(chosen) if classes is None else [classes[k] for k in chosen]
+    return [chosen[i] for i in stratified_fraction(strata, fraction, seed)]
 
 
 def summarise(splits: Sequence[SplitName]) -> str:

@@ -55,6 +55,7 @@ def open_chip_table(
         block_size=chip_block_size(paths, options) if locations else None,
         seed=options.seed,
         what=f'chips of {table_path}',
+        classes=labels,
     )
     check_classes(table, labels, splits)
     log_splits(table_path, splits)

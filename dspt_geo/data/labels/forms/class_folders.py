@@ -17,7 +17,14 @@ from ..data import LabelledData
 from ..formats import read_class_folders
 from ..split import BlockSplit, SplitName, assign_splits
 from ..vectors import SPLIT_COLUMNS, find_column
-from .common import OpenOptions, check_classes, chip_data, log_splits, per_split
+from .common import (
+    OpenOptions,
+    check_classes,
+    chip_data,
+    label_fraction,
+    log_splits,
+    per_split,
+)
 
 __all__ = (
     'chip_block_size',
@@ -48,6 +55,7 @@ def open_class_folders(roots: Sequence[str], options: OpenOptions) -> LabelledDa
         block_size=chip_block_size(paths, options) if locations else None,
         seed=options.seed,
         what='class-folder chips',
+        classes=labels,
     )
     check_classes(table, labels, splits)
     log_splits('class folders', splits)
@@ -83,6 +91,7 @@ def chip_classification(
             table,
             size=options.size,
         ),
+        label_fraction(options, 'chips', labels, table),
     )
     return chip_data('classify', table, datasets, reader)
 

@@ -1,6 +1,7 @@
 """What every label form's reader shares: the options, and chip datasets per split."""
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -9,11 +10,12 @@ from rasterio.crs import CRS
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .... import SUMMARY_LOGGER
 from ....errors import LabelError
 from ..chips import ChipDetectionDataset, ChipSegmentationDataset
 from ..classes import ClassTable
 from ..data import LabelledData, Task
-from ..split import SPLITS, SplitName, SplitSpec, summarise
+from ..split import SPLITS, SplitName, SplitSpec, summarise, training_fraction
 
 __all__ = (
     'COLOUR_TABLE_NEEDED',
@@ -21,12 +23,15 @@ __all__ = (
     'check_classes',
     'chip_data',
     'colour_coded',
+    'label_fraction',
     'log_chip_windows',
     'log_splits',
     'per_split',
 )
 
 logger = logging.getLogger(__name__)
+#: Run settings shown at the default verbosity (the label fraction's draw).
+summary = logging.getLogger(SUMMARY_LOGGER)
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,22 @@ class OpenOptions:
     layer: str | int | None
     path_column: str | None
     seed: int
+    label_fraction: float | None = None
+    label_seed: int = 0
 
 
 def per_split(
     splits: Sequence[SplitName],
     build: Callable[[list[int]], Dataset[dict[str, Tensor]]],
+    keep: Callable[[list[int]], list[int]] | None = None,
 ) -> dict[SplitName, Dataset[dict[str, Tensor]] | None]:
     """One dataset per split that has items, built from the items' positions.
+
+    Args:
+        splits: the split of each item.
+        build: the dataset of some items.
+        keep: the training items kept of those the split gives (a label
+            fraction, see :func:`label_fraction`); None: all.
 
     Raises:
         LabelError: If no item is left for training.
@@ -67,11 +81,63 @@ def per_split(
     datasets: dict[SplitName, Dataset[dict[str, Tensor]] | None] = {}
     for name in SPLITS:
         chosen = [i for i, split in enumerate(splits) if split == name]
+        if name == 'train' and chosen and keep is not None:
+            chosen = keep(chosen)
         datasets[name] = build(chosen) if chosen else None
     if datasets['train'] is None:
         msg = f'the split leaves nothing for training ({summarise(list(splits))})'
         raise LabelError(msg)
     return datasets
+
+
+def label_fraction(
+    options: OpenOptions,
+    what: str,
+    classes: Sequence[int] | None = None,
+    table: ClassTable | None = None,
+) -> Callable[[list[int]], list[int]] | None:
+    """The training items a label fraction keeps, logged (None: no fraction).
+
+    Args:
+        options: the options (``label_fraction``, ``label_seed``).
+        what: what the items are, for the log.
+        classes: class of every item (classification: stratified, at least one
+            per class); None: items (images) alike.
+        table: the classes, to name them in the log.
+    """
+    fraction = options.label_fraction
+    if fraction is None:
+        return None
+
+    def keep(chosen: list[int]) -> list[int]:
+        kept = training_fraction(chosen, fraction, options.label_seed, classes)
+        if classes is None:
+            summary.info(
+                'label fraction %g (seed %d): training keeps %d of %d %s',
+                fraction,
+                options.label_seed,
+                len(kept),
+                len(chosen),
+                what,
+            )
+            return kept
+        counts = Counter(classes[k] for k in kept)
+        of = Counter(classes[k] for k in chosen)
+        names = table.names if table is not None else None
+        summary.info(
+            'label fraction %g (seed %d): training keeps %d of %d %s; per class: %s',
+            fraction,
+            options.label_seed,
+            len(kept),
+            len(chosen),
+            what,
+            ', '.join(
+                f'{names[c] if names else c} {counts[c]}/{of[c]}' for c in sorted(of)
+            ),
+        )
+        return kept
+
+    return keep
 
 
 def chip_data(

@@ -8,7 +8,14 @@ from ..classes import ClassTable
 from ..data import LabelledData
 from ..formats import BoxRecord
 from ..split import assign_splits
-from .common import OpenOptions, chip_data, log_chip_windows, log_splits, per_split
+from .common import (
+    OpenOptions,
+    chip_data,
+    label_fraction,
+    log_chip_windows,
+    log_splits,
+    per_split,
+)
 
 __all__ = ('detection_chips',)
 
@@ -41,6 +48,7 @@ def detection_chips(
             if any(r.difficult is not None for r in records)
             else None,
         ),
+        label_fraction(options, f'{reader} images'),
     )
     log_chip_windows(f'{reader} image chips', datasets)
     return chip_data('detect', table, datasets, reader)

@@ -21,7 +21,7 @@ from ..vectors import (
     reproject_labels,
     resolve_column,
 )
-from .common import OpenOptions, check_classes, log_splits, per_split
+from .common import OpenOptions, check_classes, label_fraction, log_splits, per_split
 from .scenes import open_images
 
 __all__ = ('open_locations',)
@@ -73,6 +73,7 @@ def open_locations(
         block_size=4 * size * max(images.res),
         seed=options.seed,
         what=f'locations of {source}',
+        classes=labels,
     )
     check_classes(table, labels, splits)
     log_splits(source, splits)
@@ -81,6 +82,7 @@ def open_locations(
         lambda chosen: LocationClassificationDataset(
             images, points[chosen], [labels[k] for k in chosen], table, size
         ),
+        label_fraction(options, 'locations', labels, table),
     )
     train = datasets['train']
     assert train is not None, 'checked by per_split'

@@ -19,6 +19,7 @@ from .common import (
     OpenOptions,
     chip_data,
     colour_coded,
+    label_fraction,
     log_chip_windows,
     log_splits,
     per_split,
@@ -90,6 +91,7 @@ def open_mask_chips(
             colour_coded=colour,
             size=options.size,
         ),
+        label_fraction(options, 'mask chips (images)'),
     )
     log_chip_windows('mask chips', datasets)
     return chip_data('segment', table, datasets, 'mask-chips')

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import shapely
 
+from .... import SUMMARY_LOGGER
 from ....errors import IncompatibleRasterError, LabelError, NoRastersFoundError
 from ...dataset import SensorDataset
 from ...discovery import report_skipped, scan_rasters
@@ -30,6 +31,7 @@ from ..split import (
     relative_split,
     scene_split,
     summarise,
+    training_fraction,
 )
 from ..vectors import VectorLabels
 from .common import OpenOptions
@@ -43,6 +45,8 @@ __all__ = (
 )
 
 logger = logging.getLogger(__name__)
+#: Run settings shown at the default verbosity (the label fraction's draw).
+summary = logging.getLogger(SUMMARY_LOGGER)
 
 #: Default chip size (pixels) of scene chips and of location chips.
 _SCENE_SIZE = 256
@@ -131,13 +135,21 @@ def scene_cells_per_split(
     options: OpenOptions,
     footprints: Sequence[shapely.Geometry] | None,
 ) -> dict[SplitName, Any]:
-    """Cells (sampling areas) per split of georeferenced scenes."""
+    """Cells (sampling areas) per split of georeferenced scenes.
+
+    Under a label fraction, the training area is cut into blocks (the split's, else
+    four chips wide, see :func:`_auto_block_size`) and a seeded share of them
+    trains (at least one).
+    """
     folders = {f: _root_split(f, image_roots) for f in images.index.filepath}
     spec = scene_split(options.split, folders, options.seed)
     match spec:
         case None:
             pieces = scene_pieces(images, None, footprints)
-            return {'train': scene_cells(pieces, images.crs)}
+            cells = {'train': scene_cells(pieces, images.crs)}
+            if options.label_fraction is not None:
+                cells['train'] = _training_regions(images, size, footprints, options)
+            return cells
         case FolderSplit():
             cells = {}
             for name in SPLITS:
@@ -145,6 +157,11 @@ def scene_cells_per_split(
                 if chosen:
                     pieces = scene_pieces(images, None, footprints, chosen)
                     cells[name] = scene_cells(pieces, images.crs)
+            if options.label_fraction is not None and 'train' in cells:
+                train = {f for f, s in folders.items() if s == 'train'}
+                cells['train'] = _training_regions(
+                    images, size, footprints, options, files=train
+                )
             return cells
         case BlockSplit():
             block = spec.size or _auto_block_size(images, size, footprints)
@@ -170,7 +187,64 @@ def scene_cells_per_split(
                     cells[name] = scene_cells(
                         pieces, images.crs, _in_split(splits, name)
                     )
+            if options.label_fraction is not None and 'train' in cells:
+                cells['train'] = _training_regions(
+                    images, size, footprints, options, block=block, splits=splits
+                )
             return cells
+
+
+def _training_regions(
+    images: SensorDataset,
+    size: int,
+    footprints: Sequence[shapely.Geometry] | None,
+    options: OpenOptions,
+    *,
+    files: set[str] | None = None,
+    block: float | None = None,
+    splits: dict[Any, SplitName] | None = None,
+) -> Any:
+    """The training cells a label fraction keeps: a seeded share of blocks.
+
+    Args:
+        images: the images.
+        size: chip size in pixels.
+        footprints: where labels exist.
+        options: the options (``label_fraction``, ``label_seed``).
+        files: the training image files (a folder split); None: all.
+        block: block side (a block split's); None: :func:`_auto_block_size`.
+        splits: block key -> split of a block split; None: every block trains.
+
+    Returns:
+        the kept training cells.
+    """
+    assert options.label_fraction is not None, 'called under a label fraction'
+    block = block or _auto_block_size(images, size, footprints)
+    pieces = scene_pieces(images, block, footprints, files)
+    keys = sorted(
+        {
+            p[2]
+            for p in pieces
+            if fits_chip(p[3], size, images.res)
+            and (splits is None or splits.get(p[2]) == 'train')
+        }
+    )
+    kept = {
+        keys[i]
+        for i in training_fraction(
+            list(range(len(keys))), options.label_fraction, options.label_seed
+        )
+    }
+    summary.info(
+        'label fraction %g (seed %d): training keeps %d of %d regions (blocks of '
+        '%g CRS units)',
+        options.label_fraction,
+        options.label_seed,
+        len(kept),
+        len(keys),
+        block,
+    )
+    return scene_cells(pieces, images.crs, kept.__contains__)
 
 
 def _in_split(
