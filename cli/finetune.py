@@ -65,7 +65,18 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     default='auto',
     show_default=True,
     callback=_split,
-    help='Train/validation split: auto (split folders, else a split column, else spatial blocks or random), folder, column:NAME, blocks, blocks:SIZE (CRS units), random, or none (no validation).',
+    help='Train/validation split: auto (split folders, else a split column, else spatial blocks or random), folder, column:NAME, blocks, blocks:SIZE (CRS units), random (stratified by class for classify), or none (no validation).',
+)
+@click.option(
+    '--label-fraction',
+    type=click.FloatRange(0, 1, min_open=True),
+    metavar='F',
+    help='Train on this share of the training labels (few-label protocols, e.g. 0.1): per class for classify (at least one each), of images (chips) or regions (blocks of scenes) for segment and detect; validation keeps all its labels. The lists are written to RUN_DIR/splits/. Default: all.',
+)
+@click.option(
+    '--label-seed',
+    type=int,
+    help='Seed of the --label-fraction draw (default: --seed).',
 )
 @click.option(
     '--out',

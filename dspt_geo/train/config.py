@@ -246,6 +246,12 @@ class FinetuneConfig(RunConfig):
     class_name: str | None = None
     #: ``auto``, ``none``, ``folder``, ``column:NAME``, ``blocks[:SIZE]`` or ``random``.
     split: str = 'auto'
+    #: Train on this share of the training labels, in (0, 1] (few-label runs): per
+    #: class for classification (at least one each), of images (chips) or regions
+    #: (blocks of scenes) for segmentation and detection; None: all.
+    label_fraction: float | None = None
+    #: Seed of the label fraction's draw; None: ``seed``.
+    label_seed: int | None = None
     #: Starting weights: a dspt-geo pretrained file, an MAE/timm/SSL4EO file, or none.
     init: str = 'none'
     #: timm ViT name; None: the init file's, else vit_base_patch16_224.
@@ -342,6 +348,10 @@ class FinetuneConfig(RunConfig):
             raise ConfigError(msg)
         check_logger(self.logger)
         parse_split(self.split)
+        fraction = self.label_fraction
+        if fraction is not None and not 0 < fraction <= 1:
+            msg = f'--label-fraction must be in (0, 1], got {fraction}'
+            raise ConfigError(msg)
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
         if self.steps is None and self.epochs is None:

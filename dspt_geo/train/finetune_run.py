@@ -28,7 +28,13 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from rasterio.crs import CRS
 
 from ..data.groups import layout_name
-from ..data.labels import LabelledData, SceneDataset, VectorLabels, open_labelled
+from ..data.labels import (
+    LabelledData,
+    SceneDataset,
+    VectorLabels,
+    open_labelled,
+    write_split_lists,
+)
 from ..data.sar import SarConversion
 from ..data.statistics import BandStatistics
 from ..errors import CheckpointError, ConfigError, RunDirError
@@ -60,12 +66,16 @@ FINETUNED_FILE = 'model.safetensors'
 #: Statistics and class weights of the run, computed once.
 _DATA_FILE = 'data.json'
 
+#: Folder of the split lists (``train.txt``, ``val.txt``): what the run trained on.
+_SPLITS_DIR = 'splits'
+
 #: What the run folder holds; ``overwrite`` removes these and nothing else.
 _RUN_CONTENTS = (
     'config.yaml',
     'checkpoints',
     'metrics.csv',
     _DATA_FILE,
+    _SPLITS_DIR,
     LOGS_DIR,
     FINETUNED_FILE,
 )
@@ -200,6 +210,8 @@ def finetune(
         size=config.image_size,
         length=config.samples_per_epoch,
         seed=config.seed,
+        label_fraction=config.label_fraction,
+        label_seed=config.label_seed,
     )
     pretrained = _pretrained_sensor(config.init, data)
     if checkpoint is None:
@@ -270,6 +282,8 @@ def finetune(
     )
 
     prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
+    if rank_zero_only.rank == 0:
+        write_split_lists(data, run / _SPLITS_DIR)
     if rank_zero_only.rank == 0 and not reuse:
         _write_data_file(run / _DATA_FILE, statistics, class_weights)
     started = time.time()
@@ -591,6 +605,7 @@ def _metadata(
             'class_column': config.class_column,
             'reader': data.reader,
             'split': config.split,
+            'label_fraction': config.label_fraction,
             'seed': config.seed,
             'metric': metric,
             'best': None if best is None else {'step': best[0], 'value': best[1]},
