@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dspt_geo.data.labels import RandomSplit, open_labelled, write_split_lists
+from dspt_geo.data.labels import (
+    BlockSplit,
+    RandomSplit,
+    open_labelled,
+    write_split_lists,
+)
 
 #: Chips per class of the class-folder fixture: unbalanced, one class of three.
 SIZES = {'a': 20, 'b': 10, 'c': 3}
@@ -146,3 +151,20 @@ def test_the_split_lists_name_each_item(folders, tmp_path):
 def test_a_fraction_outside_0_1_is_refused(folders):
     with pytest.raises(ValueError, match=r'label fraction must be in \(0, 1\]'):
         open_labelled('classify', folders, label_fraction=0)
+
+
+def test_a_block_split_keeps_a_share_of_its_training_blocks(raster_writer, rng):
+    image = raster_writer('img/scene.tif', rng.integers(1, 999, (3, 64, 64), np.uint16))
+    labels = raster_writer('lab/classes.tif', rng.integers(1, 4, (64, 64), np.uint8))
+    split = BlockSplit(size=160.0, val_fraction=0.25)  # 16 blocks of 16 px
+
+    full = open_labelled('segment', image, labels, split=split, size=16)
+    few = open_labelled(
+        'segment', image, labels, split=split, size=16, label_fraction=0.5
+    )
+
+    assert (len(full.train.cells), len(full.val.cells)) == (12, 4)
+    assert (len(few.train.cells), len(few.val.cells)) == (6, 4)
+    kept = {g.bounds for g in few.train.cells.geometry}
+    assert kept < {g.bounds for g in full.train.cells.geometry}
+    assert not kept & {g.bounds for g in few.val.cells.geometry}

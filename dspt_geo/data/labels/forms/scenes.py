@@ -143,15 +143,15 @@ def scene_cells_per_split(
     """
     folders = {f: _root_split(f, image_roots) for f in images.index.filepath}
     spec = scene_split(options.split, folders, options.seed)
+    cells: dict[SplitName, Any] = {}
     match spec:
         case None:
             pieces = scene_pieces(images, None, footprints)
-            cells = {'train': scene_cells(pieces, images.crs)}
+            cells['train'] = scene_cells(pieces, images.crs)
             if options.label_fraction is not None:
                 cells['train'] = _training_regions(images, size, footprints, options)
             return cells
         case FolderSplit():
-            cells = {}
             for name in SPLITS:
                 chosen = {f for f, s in folders.items() if s == name}
                 if chosen:
@@ -181,7 +181,6 @@ def scene_cells_per_split(
                 block,
                 summarise([splits[k] for k in sorted(splits, key=str)]),
             )
-            cells = {}
             for name in SPLITS:
                 if name in splits.values():
                     cells[name] = scene_cells(
@@ -221,11 +220,12 @@ def _training_regions(
     assert options.label_fraction is not None, 'called under a label fraction'
     block = block or _auto_block_size(images, size, footprints)
     pieces = scene_pieces(images, block, footprints, files)
-    keys = sorted(
+    keys: list[tuple[int, int]] = sorted(
         {
             p[2]
             for p in pieces
-            if fits_chip(p[3], size, images.res)
+            if p[2] is not None
+            and fits_chip(p[3], size, images.res)
             and (splits is None or splits.get(p[2]) == 'train')
         }
     )
