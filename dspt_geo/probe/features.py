@@ -245,7 +245,7 @@ def cached_features(
     statistics: BandStatistics,
     num_classes: int | None = None,
     **kwargs: Any,
-) -> dict[str, Features] | dict[str, TokenFeatures]:
+) -> dict[str, Features | TokenFeatures]:
     """Features of each split, read from *cache_dir* or extracted and written there.
 
     Args:

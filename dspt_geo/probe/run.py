@@ -224,7 +224,7 @@ def probe(
         loaded.append(load_probe_encoder(source, data.bands))
     if RANDOM in sources:
         loaded.insert(sources.index(RANDOM), random_encoder(loaded[0].encoder, seed))
-    features: dict[str, dict[str, Features] | dict[str, TokenFeatures]] = {}
+    features: dict[str, dict[str, Features | TokenFeatures]] = {}
     for entry in loaded:
         statistics = entry.statistics
         if statistics is None:
