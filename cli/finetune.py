@@ -163,6 +163,31 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='Stochastic depth rate of the encoder blocks.',
 )
 @click.option(
+    '--label-smoothing',
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help='classify: label smoothing of the cross-entropy targets (0: plain one-hot targets).',
+)
+@click.option(
+    '--mixup',
+    is_flag=True,
+    help='classify: Mixup (alpha 0.8) or CutMix (alpha 1.0), half and half, of each training batch with its reverse, as the MAE/CSPT fine-tuning configs; off by default (it needs long runs to pay off).',
+)
+@click.option(
+    '--random-erase',
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help='classify: probability that a training chip gets one rectangle (2-33 % of it) set to the band means (0: off).',
+)
+@click.option(
+    '--band-jitter/--no-band-jitter',
+    default=True,
+    show_default=True,
+    help='classify: band-safe photometric jitter of training chips, for any band count: a random gain (+-20 %) and offset (+-0.2 std) per band, and a Gaussian blur on a fifth of the chips.',
+)
+@click.option(
     '--freeze-encoder',
     is_flag=True,
     help='Head-only fine-tuning: the encoder keeps its --init weights (no gradient, not in the optimiser, eval mode), only the task head trains; the standard comparison of starting weights on few labels.',

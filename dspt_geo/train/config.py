@@ -287,6 +287,13 @@ class FinetuneConfig(RunConfig):
     #: Train the head only: the encoder keeps its starting weights (and runs in
     #: eval mode, without dropout or drop path).
     freeze_encoder: bool = False
+    #: Classification recipe (issue 13): label smoothing of the targets,
+    #: Mixup 0.8 / CutMix 1.0, probability of random erasing, and band-safe
+    #: photometric jitter (per-band gain and offset, blur).
+    label_smoothing: float = 0.1
+    mixup: bool = False
+    random_erase: float = 0.25
+    band_jitter: bool = True
     #: Position embedding: ``auto`` (the init weights' kind: fixed sin-cos, or
     #: learned when they learned theirs) or ``learned`` (trainable, initialised
     #: from the sin-cos of the pre-training grid, resampled bicubically).
@@ -345,6 +352,12 @@ class FinetuneConfig(RunConfig):
                 f'--pos-embed must be one of {", ".join(POS_EMBEDS)}, got '
                 f'{self.pos_embed!r}'
             )
+            raise ConfigError(msg)
+        if not 0 <= self.label_smoothing < 1:
+            msg = f'--label-smoothing must lie in [0, 1), got {self.label_smoothing}'
+            raise ConfigError(msg)
+        if not 0 <= self.random_erase <= 1:
+            msg = f'--random-erase must lie in [0, 1], got {self.random_erase}'
             raise ConfigError(msg)
         check_logger(self.logger)
         parse_split(self.split)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
+from ..data.augment import CUTMIX_ALPHA, MIXUP_ALPHA, mix_batch
 from ..models import build_task_model_from_config
 from .metrics import TaskMetrics
 from .optim import WarmupCosine, layer_decay_groups
@@ -24,8 +25,10 @@ class FinetuneTask(L.LightningModule):
     The recipe of MAE's fine-tuning (He et al., "Masked Autoencoders Are Scalable
     Vision Learners", CVPR 2022): AdamW with layer-wise learning-rate decay (BEiT),
     no weight decay on norms, biases and tokens, linear warmup then cosine decay.
-    Losses: cross-entropy (segmentation: over labelled pixels, optionally weighted
-    per class); detection: Faster R-CNN's four losses summed. Validation metrics
+    Losses: classification: cross-entropy on soft targets, with label smoothing
+    (0.1) and, with *mixup*, Mixup 0.8 / CutMix 1.0 (switched half and half, as
+    MAE's configs); segmentation: cross-entropy over labelled pixels, optionally
+    weighted per class; detection: Faster R-CNN's four losses summed. Validation metrics
     are :class:`~dspt_geo.train.metrics.TaskMetrics`, logged as ``val_<name>``.
 
     With *freeze_encoder* (head-only fine-tuning, the standard comparison of
@@ -48,6 +51,8 @@ class FinetuneTask(L.LightningModule):
         class_weights: Sequence[float] | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         freeze_encoder: bool = False,
+        label_smoothing: float = 0.1,
+        mixup: bool = False,
         model: nn.Module | None = None,
     ) -> None:
         """Initialise the task.
@@ -65,6 +70,8 @@ class FinetuneTask(L.LightningModule):
             class_weights: per-class weights of the segmentation loss.
             betas: AdamW betas.
             freeze_encoder: train the head only.
+            label_smoothing: classify: label smoothing of the targets.
+            mixup: classify: Mixup/CutMix training batches.
             model: the model, with its starting weights (not stored in the
                 hyperparameters; a checkpoint brings its own weights).
         """
@@ -126,7 +133,17 @@ class FinetuneTask(L.LightningModule):
         images = batch['image']
         match self.task:
             case 'classify':
-                loss = F.cross_entropy(self.model(images), batch['label'])
+                alphas = (MIXUP_ALPHA, CUTMIX_ALPHA) if self.hparams.mixup else (0, 0)
+                images, targets = mix_batch(
+                    images,
+                    batch['label'],
+                    len(self.hparams.class_names),
+                    mixup_alpha=alphas[0],
+                    cutmix_alpha=alphas[1],
+                    smoothing=self.hparams.label_smoothing,
+                )
+                log_probs = F.log_softmax(self.model(images).float(), dim=1)
+                loss = -(targets * log_probs).sum(dim=1).mean()
             case 'segment':
                 logits, mask = self.model(images), batch['mask']
                 if (mask != self.hparams.ignore_index).any():

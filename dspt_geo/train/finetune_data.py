@@ -27,6 +27,7 @@ from torch.utils.data import (
 )
 
 from .. import SUMMARY_LOGGER
+from ..data.augment import ClassifyAugmentation
 from ..data.labels import (
     ChipDetectionDataset,
     ChipSegmentationDataset,
@@ -260,7 +261,8 @@ class FinetuneDataModule(L.LightningDataModule):
 
     Augmentation on the device, per batch, in training only: random flips and
     90-degree rotations for every task (masks and boxes alike), plus scale jitter
-    and random crops for detection.
+    and random crops for detection, and band-safe photometric jitter, blur and
+    random erasing for classification (:class:`~dspt_geo.data.augment.ClassifyAugmentation`).
     """
 
     def __init__(
@@ -273,6 +275,8 @@ class FinetuneDataModule(L.LightningDataModule):
         overlap: int = 0,
         seed: int = 0,
         augment: bool = True,
+        band_jitter: bool = True,
+        random_erase: float = 0.25,
     ) -> None:
         """Initialise the DataModule.
 
@@ -284,6 +288,11 @@ class FinetuneDataModule(L.LightningDataModule):
             overlap: pixels shared by neighbouring validation windows over scenes.
             seed: seed of the chip order.
             augment: augment training batches.
+            band_jitter: classify: per-band gain and offset, and blur.
+            random_erase: classify: probability of erasing a rectangle.
+
+        .. versionchanged:: 0.1
+           Added *band_jitter* and *random_erase* (issue 13).
         """
         super().__init__()
         self.data = data
@@ -292,6 +301,15 @@ class FinetuneDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.augment = augment
+        self.classify_augmentation = (
+            ClassifyAugmentation(
+                jitter=0.8 if band_jitter else 0.0,
+                blur=0.2 if band_jitter else 0.0,
+                erase=random_erase,
+            )
+            if data.task == 'classify'
+            else None
+        )
         self.val = (
             evaluation_dataset(data.val, overlap) if data.val is not None else None
         )
@@ -362,16 +380,21 @@ class FinetuneDataModule(L.LightningDataModule):
         images = normalise(batch['image'], batch['valid'], self.statistics)
         batch = {**batch, 'image': images}
         if self.augment and self.trainer is not None and self.trainer.training:
-            batch = augment_batch(batch, self.task)
+            batch = augment_batch(batch, self.task, self.classify_augmentation)
         return batch
 
 
-def augment_batch(batch: dict[str, Any], task: str) -> dict[str, Any]:
+def augment_batch(
+    batch: dict[str, Any],
+    task: str,
+    classify_augmentation: ClassifyAugmentation | None = None,
+) -> dict[str, Any]:
     """Flips and 90-degree rotations; scale jitter and crops first for detection.
 
     Args:
         batch: a normalised batch of :func:`collate_labelled`.
         task: ``'classify'``, ``'segment'`` or ``'detect'``.
+        classify_augmentation: classify: applied after the flips and rotations.
 
     Returns:
         the augmented batch (a new dict).
@@ -380,6 +403,8 @@ def augment_batch(batch: dict[str, Any], task: str) -> dict[str, Any]:
     match task:
         case 'classify':
             images, valid, _, _ = flip_rotate(images, valid)
+            if classify_augmentation is not None:
+                images = classify_augmentation(images, valid)
             return {**batch, 'image': images, 'valid': valid}
         case 'segment':
             images, valid, masks, _ = flip_rotate(images, valid, masks=batch['mask'])

@@ -263,6 +263,8 @@ def finetune(
         min_lr_ratio=config.min_lr_ratio,
         class_weights=class_weights,
         freeze_encoder=config.freeze_encoder,
+        label_smoothing=config.label_smoothing,
+        mixup=config.mixup,
         model=model,
     )
     if config.freeze_encoder:
@@ -279,6 +281,8 @@ def finetune(
         num_workers=config.num_workers,
         overlap=config.tile_overlap or 0,
         seed=config.seed,
+        band_jitter=config.band_jitter,
+        random_erase=config.random_erase,
     )
 
     prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)
@@ -596,6 +600,16 @@ def _metadata(
             'weight_decay': config.weight_decay,
             'drop_path': config.drop_path,
             'freeze_encoder': config.freeze_encoder,
+            **(
+                {
+                    'label_smoothing': config.label_smoothing,
+                    'mixup': config.mixup,
+                    'random_erase': config.random_erase,
+                    'band_jitter': config.band_jitter,
+                }
+                if config.task == 'classify'
+                else {}
+            ),
             'batch_size': config.batch_size,
             'world_size': trainer.world_size,
             'final_loss': final_loss,

@@ -53,6 +53,35 @@ def test_each_task_learns_its_signal(task, trained, labelled, tiny, cli_run, tmp
     assert report['split'] == 'all'
 
 
+def test_classify_learns_with_mixup_and_records_its_recipe(
+    labelled, tiny, cli_run, tmp_path
+):
+    run = tmp_path / 'run'
+    result = cli_run(
+        'finetune', 'classify', *tiny.data(labelled, 'classify'), '--out', run,
+        *tiny.vit, *tiny.runs['classify'], '--mixup', '--random-erase', '0.5',
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    report = evaluate_json(
+        cli_run,
+        run / 'model.safetensors',
+        tmp_path / 'test.json',
+        *tiny.data(labelled, 'classify', test=True),
+    )
+    assert report['accuracy'] > LEARNT['classify'][1], report
+    training = load_model_file(run / 'model.safetensors')[1]['training']
+    assert {
+        key: training[key]
+        for key in ('label_smoothing', 'mixup', 'random_erase', 'band_jitter')
+    } == {
+        'label_smoothing': 0.1,
+        'mixup': True,
+        'random_erase': 0.5,
+        'band_jitter': True,
+    }
+
+
 @pytest.mark.parametrize('task', TASKS)
 def test_evaluate_reproduces_the_logged_validation_metric(
     task, trained, labelled, tiny, cli_run, tmp_path
