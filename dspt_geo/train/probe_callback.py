@@ -5,7 +5,8 @@ leave them worse than random initialisation (issue 12). :class:`KNNProbe` embeds
 small held-out labelled set with the current encoder every few steps (and at step
 0 and the end), classifies its validation chips by a k-NN vote of its training
 chips (:func:`~dspt_geo.probe.knn_classify`), and logs the accuracy to
-``metrics.csv`` (column ``probe_knn``), the progress bar and ``previews/probe.png``.
+``metrics.csv`` (column ``probe_knn``), the progress bar and ``previews/probe.png``
+(also an image ``probe_knn`` for a ``--logger`` that takes images).
 It warns when, after the warm-up, the probe is below its step-0 value, and keeps
 the best-probing weights for export.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -27,6 +29,7 @@ from ..data.transforms import normalise
 from ..models import SensorEncoder
 from ..probe import embed, knn_classify
 from .callbacks import MetricsCSV
+from .tracking import log_image
 
 __all__ = ('PROBE_COLUMN', 'KNNProbe', 'write_probe_curve')
 
@@ -187,7 +190,8 @@ class KNNProbe(L.Callback):
                 start[1],
             )
             self._warned = True
-        write_probe_curve(self.history, self.folder / 'probe.png')
+        curve = write_probe_curve(self.history, self.folder / 'probe.png')
+        log_image(trainer, PROBE_COLUMN, curve)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Probe before the first step (the random-initialisation value at step 0)."""
@@ -216,8 +220,12 @@ class KNNProbe(L.Callback):
         self._run(trainer, pl_module, final=True)
 
 
-def write_probe_curve(history: list[tuple[int, float]], path: Path) -> None:
-    """Plot probe accuracy against steps, the step-0 value dashed; written atomically."""
+def write_probe_curve(history: list[tuple[int, float]], path: Path) -> np.ndarray:
+    """Plot probe accuracy against steps, the step-0 value dashed; written atomically.
+
+    Returns:
+        the plot's pixels, ``(H, W, 3)`` uint8.
+    """
     import matplotlib
 
     matplotlib.use('Agg')
@@ -238,5 +246,8 @@ def write_probe_curve(history: list[tuple[int, float]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.stem}.tmp.png')
     figure.savefig(tmp, dpi=100)
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
     plt.close(figure)
     os.replace(tmp, path)
+    return pixels

@@ -140,3 +140,40 @@ def test_a_missing_logger_package_is_one_hint(
 
     user_error(result, '--logger tensorboard', 'pip install "dspt-geo[tensorboard]"')
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize(
+    'logger',
+    [
+        pytest.param('tensorboard', marks=needs_tensorboard),
+        pytest.param('mlflow', marks=needs_mlflow),
+    ],
+)
+def test_the_probe_curve_is_an_image_in_the_logger(
+    logger, cli_run, tmp_path, monkeypatch
+):
+    from dspt_geo.data.synthetic import write_sample_chips, write_sample_rasters
+
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    write_sample_rasters(tmp_path / 'data', size=64)
+    write_sample_chips(tmp_path / 'chips', size=64, chip=16)
+    run = tmp_path / 'run'
+    result = cli_run(
+        'pretrain', tmp_path / 'data' / 'optical', '--out', run, *PRETRAIN,
+        '--probe-images', tmp_path / 'chips', '--probe-every', 2, '--logger', logger,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert (run / 'previews' / 'probe.png').exists()  # the run folder's file stays
+    if logger == 'tensorboard':
+        events = tensorboard_events(run / 'logs' / 'tensorboard')
+        assert [event.step for event in events.Images('probe_knn')] == [0, 2, 4]
+        return
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv('MLFLOW_ALLOW_FILE_STORE', 'true')
+    client = MlflowClient(f'file:{run / "logs" / "mlruns"}')
+    experiment = client.get_experiment_by_name('dspt-geo')
+    (found,) = client.search_runs([experiment.experiment_id])
+    artifacts = [a.path for a in client.list_artifacts(found.info.run_id, 'probe_knn')]
+    assert artifacts == [f'probe_knn/step{step:07d}.png' for step in (0, 2, 4)]

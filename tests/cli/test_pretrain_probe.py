@@ -124,7 +124,9 @@ def test_warns_when_below_step_zero_after_warmup(
     )
 
     def at(step: int) -> SimpleNamespace:
-        return SimpleNamespace(global_step=step, is_global_zero=True, current_epoch=0)
+        return SimpleNamespace(
+            global_step=step, is_global_zero=True, current_epoch=0, loggers=[]
+        )
 
     with caplog.at_level(logging.WARNING, logger='dspt_geo.train.probe_callback'):
         for step in (0, 10):  # step 10 is still warm-up: no warning
