@@ -31,8 +31,9 @@ __all__ = (
 #: The fine-tuning tasks.
 TaskName: TypeAlias = Task
 
-#: Version of the layout of :meth:`TaskModelBase.config`.
-CONFIG_VERSION = 1
+#: Version of the layout of :meth:`TaskModelBase.config`. 2: classification heads
+#: have their own ``fc_norm`` (version 1 ones reused the encoder's final norm).
+CONFIG_VERSION = 2
 
 
 def check_num_classes(num_classes: int) -> None:

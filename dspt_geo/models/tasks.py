@@ -75,7 +75,7 @@ def build_task_model_from_config(config: Mapping[str, Any]) -> TaskModel:
     Config layout (JSON)::
 
         {
-          "config_version": 1,
+          "config_version": 2,
           "task": "classify" | "segment" | "detect",
           "num_classes": int,
           "encoder": {"model": str, "in_chans": int, "image_size": int,
@@ -105,10 +105,13 @@ def build_task_model_from_config(config: Mapping[str, Any]) -> TaskModel:
     missing = sorted({'task', 'num_classes', 'encoder', 'options'} - set(config))
     if missing:
         raise CheckpointError(f'task model config lacks {missing}: {dict(config)}')
+    options = dict(config['options'])
+    if config['task'] == 'classify' and version < 2:
+        options.setdefault('fc_norm', False)  # the head reused the encoder's norm
     try:
         encoder = SensorEncoder.from_spec(EncoderSpec.from_dict(config['encoder']))
         return build_task_model(
-            config['task'], encoder, config['num_classes'], **config['options']
+            config['task'], encoder, config['num_classes'], **options
         )
     except ValueError as error:
         raise CheckpointError(f'invalid task model config: {error}') from error

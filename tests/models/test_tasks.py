@@ -130,9 +130,9 @@ def test_every_parameter_gets_a_gradient(task: str) -> None:
             loss = sum(model(images, targets).values())
     assert torch.isfinite(loss)
     loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None]
-    assert missing == []
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert [name for name, p in trained.items() if p.grad is None] == []
+    assert all(torch.isfinite(p.grad).all() for p in trained.values())
 
 
 @pytest.mark.parametrize('task', ['classify', 'segment', 'detect'])
@@ -353,6 +353,37 @@ def test_config_round_trip_reproduces_the_outputs(task: str, tmp_path: Path) -> 
     expected, got = outputs(model, test), outputs(rebuilt, test)
     assert len(expected) == len(got) > 0
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_classification_pools_into_a_fresh_fc_norm() -> None:
+    model = make_model('classify')
+    norm = model.encoder.norm
+    with torch.no_grad():
+        norm.weight.fill_(3.0)  # a pre-trained final norm, left out
+    images = torch.randn(2, 3, 32, 32)
+    tokens = model.encoder(images, norm=False)[:, 1:].mean(dim=1)
+
+    expected = F.layer_norm(tokens, (tokens.shape[-1],), eps=1e-6)
+    torch.testing.assert_close(model.forward_features(images), expected)
+    assert not norm.weight.requires_grad  # unused: frozen, so DDP finds no unused one
+    assert model.config()['options']['fc_norm'] is True  # type: ignore[operator]
+    cls = make_model('classify', pool='cls')
+    assert cls.fc_norm is None and cls.encoder.norm.weight.requires_grad
+
+
+def test_version_1_classification_configs_reuse_the_encoder_norm() -> None:
+    old = make_model('classify', fc_norm=False)
+    config = old.config()  # type: ignore[operator]
+    del config['options']['fc_norm']
+    state = old.state_dict()
+    assert not any(key.startswith('fc_norm') for key in state)
+
+    rebuilt = build_task_model_from_config({**config, 'config_version': 1})
+
+    rebuilt.load_state_dict(state, strict=True)
+    assert rebuilt.fc_norm is None
+    with pytest.raises(RuntimeError, match='fc_norm'):
+        build_task_model_from_config(config).load_state_dict(state, strict=True)
 
 
 def test_detection_config_keeps_changed_thresholds() -> None:

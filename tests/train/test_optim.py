@@ -107,10 +107,11 @@ def test_layer_decay_groups_scale_the_rate_by_depth():
         for param in group['params']:
             lr_of[id(param)], decay_of[id(param)] = group['lr'], group['weight_decay']
     named = dict(model.named_parameters())
-    assert set(lr_of) == {id(p) for p in named.values()}
-    # Head and final norm at the peak, block i at 0.5^(3 + 1 - (i + 1)), stem slowest.
+    assert set(lr_of) == {id(p) for p in named.values() if p.requires_grad}
+    assert id(named['encoder.norm.weight']) not in lr_of  # fc_norm replaces it
+    # Head and its norm at the peak, block i at 0.5^(3 + 1 - (i + 1)), stem slowest.
     assert lr_of[id(named['head.weight'])] == 1.0
-    assert lr_of[id(named['encoder.norm.weight'])] == 1.0
+    assert lr_of[id(named['fc_norm.weight'])] == 1.0
     assert lr_of[id(named['encoder.blocks.2.attn.qkv.weight'])] == 0.5
     assert lr_of[id(named['encoder.blocks.0.mlp.fc1.weight'])] == 0.125
     assert lr_of[id(named['encoder.patch_embed.proj.weight'])] == 0.0625
