@@ -7,8 +7,10 @@ own random gain and offset, in units of its standard deviation (the batch is alr
 standardised), and a random Gaussian blur acts on all bands alike; nothing mixes
 bands, so it works for 13-band Sentinel-2, 2-band SAR or one panchromatic band.
 
-* :class:`ClassifyAugmentation`: band jitter, blur and random erasing of a batch,
-  with kornia's batch augmentations where they exist (blur, erasing);
+* :class:`ClassifyAugmentation`: band jitter
+  (:func:`~dspt_geo.data.transforms.band_jitter`, shared with segmentation), blur
+  and random erasing of a batch, with kornia's batch augmentations where they
+  exist (blur, erasing);
 * :func:`mix_batch`: timm's batch-mode Mixup/CutMix with label smoothing, for any
   batch size, returning soft targets that sum to 1.
 """
@@ -17,6 +19,8 @@ import torch
 from kornia.augmentation import RandomErasing, RandomGaussianBlur
 from timm.data.mixup import cutmix_bbox_and_lam, mixup_target
 from torch import Tensor, nn
+
+from .transforms import band_jitter
 
 __all__ = ('CUTMIX_ALPHA', 'MIXUP_ALPHA', 'ClassifyAugmentation', 'mix_batch')
 
@@ -79,20 +83,14 @@ class ClassifyAugmentation(nn.Module):
             the augmented images, same shape and dtype.
         """
         if self.jitter > 0:
-            images = self._band_jitter(images)
+            images = band_jitter(
+                images, valid, p=self.jitter, gain=self.gain, offset=self.offset
+            )
         if self.blur is not None:
             images = self.blur(images)
         if self.erase is not None:
             images = self.erase(images)
         return images.masked_fill(~valid.unsqueeze(1), 0.0)
-
-    def _band_jitter(self, images: Tensor) -> Tensor:
-        """Per-sample, per-band random gain and offset, on a share of the samples."""
-        batch, bands = images.shape[:2]
-        draw = images.new_empty((2, batch, bands, 1, 1)).uniform_(-1.0, 1.0)
-        chosen = torch.rand(batch, 1, 1, 1, device=images.device) < self.jitter
-        jittered = images * (1 + self.gain * draw[0]) + self.offset * draw[1]
-        return torch.where(chosen, jittered, images)
 
 
 def mix_batch(

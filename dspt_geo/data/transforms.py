@@ -15,7 +15,13 @@ from torch import Tensor
 
 from .statistics import BandStatistics
 
-__all__ = ('flip_rotate', 'normalise', 'random_resized_crop', 'scale_crop')
+__all__ = (
+    'band_jitter',
+    'flip_rotate',
+    'normalise',
+    'random_resized_crop',
+    'scale_crop',
+)
 
 #: A resampled valid mask at least this high was computed from valid pixels only.
 _FULLY_VALID = 1 - 1e-3
@@ -284,3 +290,42 @@ def scale_crop(
         out_boxes.append(clipped[keep].to(boxes[i].dtype))
         out_labels.append(labels[i][keep])
     return out_images, out_valid, out_boxes, out_labels
+
+
+def band_jitter(
+    images: Tensor,
+    valid: Tensor,
+    *,
+    p: float = 0.8,
+    gain: float = 0.2,
+    offset: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Band-safe photometric distortion: a random gain and offset per sample and band.
+
+    With probability *p* per sample, every band is scaled by a gain drawn from
+    ``1 +- gain`` and shifted by an offset drawn from ``+- offset`` (the batch is
+    standardised, so in band standard deviations): a brightness and contrast
+    change per band, in place of RGB colour jitter, that works for any band count
+    and never mixes bands. Invalid pixels stay 0.
+
+    Args:
+        images: ``(B, C, H, W)`` normalised batch.
+        valid: ``(B, H, W)`` bool mask of valid pixels.
+        p: probability that a sample is distorted.
+        gain: largest relative change of a band's gain.
+        offset: largest shift of a band, in its standard deviations.
+        generator: random generator (on the batch's device) for reproducibility.
+
+    Returns:
+        the distorted images, same shape and dtype.
+
+    .. versionadded:: 0.1
+    """
+    batch, bands = images.shape[:2]
+    draw = torch.rand(
+        (2, batch, bands, 1, 1), device=images.device, generator=generator
+    ).to(images.dtype)
+    chosen = torch.rand(batch, 1, 1, 1, device=images.device, generator=generator) < p
+    jittered = images * (1 + gain * (2 * draw[0] - 1)) + offset * (2 * draw[1] - 1)
+    return torch.where(chosen, jittered, images).masked_fill(~valid.unsqueeze(1), 0.0)
