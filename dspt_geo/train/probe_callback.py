@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -246,8 +247,8 @@ def write_probe_curve(history: list[tuple[int, float]], path: Path) -> np.ndarra
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.stem}.tmp.png')
     figure.savefig(tmp, dpi=100)
-    figure.canvas.draw()
-    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
     plt.close(figure)
+    with Image.open(tmp) as png:
+        pixels = np.asarray(png.convert('RGB'))
     os.replace(tmp, path)
     return pixels
