@@ -78,3 +78,28 @@ def test_every_epoch_shuffles_chips_anew(tmp_path):
 
     assert orders[0] == orders[1]
     assert orders[0] != orders[2] and sorted(orders[2]) == list(range(12))
+
+
+def test_classify_batches_get_the_photometric_augmentation_after_the_turns():
+    from dspt_geo.data.augment import ClassifyAugmentation
+    from dspt_geo.train.finetune_data import augment_batch
+
+    torch.manual_seed(0)
+    batch = {
+        'image': torch.randn(4, 13, 16, 16),
+        'valid': torch.ones(4, 16, 16, dtype=torch.bool),
+        'label': torch.arange(4),
+    }
+
+    def values(images):  # what flips and turns keep: each band's set of values
+        return images.flatten(2).sort(dim=-1).values
+
+    turned = augment_batch(batch, 'classify')
+    jittered = augment_batch(
+        batch, 'classify', ClassifyAugmentation(jitter=1.0, blur=0, erase=0)
+    )
+
+    assert torch.equal(values(turned['image']), values(batch['image']))
+    assert not torch.allclose(values(jittered['image']), values(batch['image']))
+    assert jittered['image'].shape == batch['image'].shape
+    assert torch.equal(jittered['label'], batch['label'])
