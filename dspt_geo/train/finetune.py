@@ -156,13 +156,13 @@ class FinetuneTask(L.LightningModule):
                 else:  # no labelled pixel: a zero loss that keeps DDP in step
                     loss = logits.sum() * 0.0
             case _:
-                targets = [
+                box_targets = [
                     {'boxes': boxes.float(), 'labels': labels + 1}
                     for boxes, labels in zip(
                         batch['boxes'], batch['labels'], strict=True
                     )
                 ]
-                losses = self.model(images, targets)
+                losses = self.model(images, box_targets)
                 loss = sum(losses.values(), images.new_zeros(()))
         self.log('loss', loss, prog_bar=True, batch_size=images.shape[0])
         return loss
