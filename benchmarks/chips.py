@@ -63,7 +63,9 @@ def stream(group: ChipGroup, size: int | None) -> Callable[[], int]:
     def run() -> int:
         count = 0
         for sample in ChipStream(dataset, size, len(dataset), seed=count):
-            assert sample['valid'].any()
+            assert (
+                sample['image'].ndim == 3
+            )  # the plain loop's check (torch's any() costs ~70 us)
             count += 1
         return count
 
