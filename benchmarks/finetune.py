@@ -8,7 +8,8 @@ folders for classify):
     timed from its 5th optimiser step to the last, validation excluded; the run
     validates once at its end and that validation is timed on its own;
 (b) the bare task step: the model the loop built (rebuilt from its model file's
-    config), the task's training loss (``FinetuneTask.training_step``), backward and
+    config), the task's training loss (``FinetuneTask.training_step``, with
+    segmentation's auxiliary head), backward and
     AdamW, on real training batches the loop produced, kept in memory;
 (a) the encoder alone: the same encoder, forward + backward of the mean of its
     tokens and AdamW, on the same images.
@@ -189,7 +190,8 @@ def bare_steps(
     ]
     task = FinetuneTask(model_config, class_names).to(device).train()
     encoder = task.model.encoder
-    optimizers = {'task': _adamw(task.model), 'encoder': _adamw(encoder)}
+    # The task, not only its model: segmentation's auxiliary head trains too.
+    optimizers = {'task': _adamw(task), 'encoder': _adamw(encoder)}
 
     def encoder_step(batch: dict[str, Any]) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

@@ -117,7 +117,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     multiple=True,
     callback=key_values,
     metavar='KEY=VALUE',
-    help='Task model argument, repeatable: pool=cls (classify); channels=64 (segment); out_channels, representation_size, box_head=4conv1fc, detector_args={...} (detect). Default head sizes follow the encoder and the tile and are logged.',
+    help="Task model argument, repeatable: pool=cls (classify); channels=64 (segment); out_channels, representation_size, box_head=4conv1fc, detector_args={...}, pyramid=multi (detect: blocks at 1/4, 1/2, 3/4 of the depth and the last through an FPN, as the reference detection configs, which feed ViT-B blocks 3/5/7/11 to an FPN; out_indices=[3,5,7,11] picks the blocks; default pyramid=last, ViTDet's simple pyramid from the last block). Default head sizes follow the encoder and the tile and are logged.",
 )
 @click.option(
     '--batch-size',
@@ -201,10 +201,10 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
 )
 @click.option(
     '--class-weights',
-    type=click.Choice(('auto', 'median', 'inverse', 'none')),
-    default='auto',
+    type=click.Choice(('none', 'median', 'inverse', 'auto')),
+    default='none',
     show_default=True,
-    help='Segmentation loss weights from the class frequencies of training masks: median frequency, inverse frequency, auto (median where the classes are over 3x imbalanced) or none.',
+    help='Segmentation loss weights from the class frequencies of the training masks (every chip of a set of up to 1,000, else a seeded 1,000): none (plain cross-entropy, as the reference UperNet recipes), median (median-frequency balancing: try it when rare classes matter more than overall accuracy and each has a fair number of labelled pixels, e.g. small objects or rare land cover; it trades precision on frequent classes for recall on rare ones, and hurts where a class is rare only because it is sparsely labelled), inverse (inverse frequency) or auto (median where the classes are over 3x imbalanced).',
 )
 @click.option(
     '--recompute-stats',

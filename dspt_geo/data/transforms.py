@@ -21,6 +21,7 @@ __all__ = (
     'normalise',
     'random_resized_crop',
     'scale_crop',
+    'scale_jitter',
 )
 
 #: A resampled valid mask at least this high was computed from valid pixels only.
@@ -290,6 +291,60 @@ def scale_crop(
         out_boxes.append(clipped[keep].to(boxes[i].dtype))
         out_labels.append(labels[i][keep])
     return out_images, out_valid, out_boxes, out_labels
+
+
+def scale_jitter(
+    images: Tensor,
+    valid: Tensor,
+    masks: Tensor,
+    ignore_index: int,
+    scale: tuple[float, float] = (0.5, 2.0),
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scale jitter with a random crop, for segmentation, the whole batch at once.
+
+    mmsegmentation's ``RandomResize`` (ratio in *scale*, uniform) then
+    ``RandomCrop`` to the input size, as the UperNet recipe of BEiT and MAE: each
+    sample is resized by its factor (images bilinear, the valid and class masks
+    by nearest) and cropped at a random place, or, when it shrank, put at a random
+    place on an empty canvas whose pixels are invalid and ``ignore_index``. One
+    affine resampling of the batch does both (kornia's ``RandomAffine`` draws the
+    shift independent of the scale, so its crops would not reach every part of an
+    enlarged sample).
+
+    Args:
+        images: ``(B, C, H, W)`` normalised batch.
+        valid: ``(B, H, W)`` bool mask of valid pixels.
+        masks: ``(B, H, W)`` class masks.
+        ignore_index: class-mask value of unlabelled pixels.
+        scale: range of the resize factor.
+        generator: random generator (on the batch's device) for reproducibility.
+
+    Returns:
+        the images, valid masks and class masks, same shapes and dtypes.
+
+    .. versionadded:: 0.1
+    """
+    batch, _, height, width = images.shape
+    draw = torch.rand(3, batch, device=images.device, generator=generator)
+    factor = scale[0] + (scale[1] - scale[0]) * draw[0]
+    # Where the resized sample's corner lands: -(f - 1) W .. 0 crops an enlarged
+    # sample, 0 .. (1 - f) W places a shrunk one.
+    shift_x, shift_y = draw[1] * (1 - factor) * width, draw[2] * (1 - factor) * height
+    theta = torch.zeros(batch, 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor
+    theta[:, 0, 2] = (1 - 2 * shift_x / width) / factor - 1
+    theta[:, 1, 2] = (1 - 2 * shift_y / height) / factor - 1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(
+        images, grid.to(images.dtype), mode='bilinear', align_corners=False
+    )
+    # Class + 1, so that 0 marks the canvas outside the sample.
+    labels = torch.stack([valid.float(), masks.float() + 1], dim=1)
+    labels = F.grid_sample(labels, grid, mode='nearest', align_corners=False)
+    out_masks = labels[:, 1].round().long() - 1
+    out_masks = out_masks.masked_fill(out_masks < 0, ignore_index)
+    return out, labels[:, 0] > 0.5, out_masks.to(masks.dtype)
 
 
 def band_jitter(

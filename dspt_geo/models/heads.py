@@ -11,7 +11,9 @@ A plain ViT has one resolution, ``1 / patch_size``. Dense tasks need a pyramid:
   ECCV 2022, https://arxiv.org/abs/2203.16527);
 * :class:`UperNetHead` decodes a four-level pyramid into class logits (Xiao et al.,
   "Unified Perceptual Parsing for Scene Understanding", ECCV 2018,
-  https://arxiv.org/abs/1807.10221), after mmsegmentation's ``UPerHead``.
+  https://arxiv.org/abs/1807.10221), after mmsegmentation's ``UPerHead``;
+* :class:`FCNHead` classifies one level, the auxiliary head of the UperNet recipe
+  (mmsegmentation's ``FCNHead``).
 """
 
 from collections.abc import Sequence
@@ -21,7 +23,13 @@ import torch.nn.functional as F
 from timm.layers.norm import LayerNorm2d
 from torch import Tensor, nn
 
-__all__ = ('BlockPyramid', 'PyramidPooling', 'SimpleFeaturePyramid', 'UperNetHead')
+__all__ = (
+    'BlockPyramid',
+    'FCNHead',
+    'PyramidPooling',
+    'SimpleFeaturePyramid',
+    'UperNetHead',
+)
 
 #: Rescaling factors of the four pyramid levels relative to the ViT's map.
 PYRAMID_SCALES = (4.0, 2.0, 1.0, 0.5)
@@ -278,4 +286,46 @@ class UperNetHead(nn.Module):
         size = outs[0].shape[-2:]
         fused = self.fpn_bottleneck(torch.cat([_resize(x, size) for x in outs], dim=1))
         logits: Tensor = self.classifier(self.dropout(fused))
+        return logits
+
+
+class FCNHead(nn.Module):
+    """One 3x3 convolution with batch norm and ReLU, dropout and a 1x1 classifier.
+
+    mmsegmentation's ``FCNHead`` with one convolution and no input concatenation:
+    the auxiliary head that BEiT's and MAE's UperNet configs put on the pyramid
+    level at the patch stride, its loss weighted 0.4, used in training only.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self, in_chans: int, channels: int, num_classes: int, *, dropout: float = 0.1
+    ) -> None:
+        """Initialise the head.
+
+        Args:
+            in_chans: Channels of the input map.
+            channels: Width of the convolution.
+            num_classes: Number of output classes.
+            dropout: Dropout rate before the classifier.
+        """
+        super().__init__()
+        self.conv = _conv_bn_relu(in_chans, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        if self.classifier.bias is not None:
+            nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classify every position of a map.
+
+        Args:
+            x: ``(B, in_chans, h, w)``.
+
+        Returns:
+            Logits ``(B, num_classes, h, w)``.
+        """
+        logits: Tensor = self.classifier(self.dropout(self.conv(x)))
         return logits

@@ -301,9 +301,10 @@ class FinetuneConfig(RunConfig):
     #: Estimate normalisation statistics from the labelled data instead of using
     #: those the init file stores for the images' sensor group.
     recompute_stats: bool = False
-    #: Segmentation class weights: auto (median frequency where classes are
-    #: imbalanced), median, inverse (frequency) or none.
-    class_weights: str = 'auto'
+    #: Segmentation class weights: none (plain cross-entropy, as the reference
+    #: recipes), median, inverse (frequency) or auto (median frequency where
+    #: classes are imbalanced).
+    class_weights: str = 'none'
     #: Validate every this many optimiser steps; None: every epoch.
     val_every: int | None = None
     #: Save a checkpoint every this many optimiser steps (and at the end).

@@ -1,5 +1,6 @@
 """The fine-tuning task (a LightningModule): one class for classify, segment, detect."""
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,10 +14,16 @@ from torch import Tensor, nn
 from ..data.augment import CUTMIX_ALPHA, MIXUP_ALPHA, mix_batch
 from ..models import build_task_model_from_config
 from .metrics import TaskMetrics
-from .optim import WarmupCosine, layer_decay_groups
+from .optim import WarmupCosine, decay_groups, layer_decay_groups
 from .rundir import random_states, restore_random_states
 
-__all__ = ('FinetuneTask',)
+__all__ = ('AUX_WEIGHT', 'FinetuneTask')
+
+logger = logging.getLogger(__name__)
+
+#: Loss weight of the segmentation model's auxiliary FCN head (BEiT's, MAE's and
+#: CSPT's UperNet configs).
+AUX_WEIGHT = 0.4
 
 
 class FinetuneTask(L.LightningModule):
@@ -28,8 +35,14 @@ class FinetuneTask(L.LightningModule):
     Losses: classification: cross-entropy on soft targets, with label smoothing
     (0.1) and, with *mixup*, Mixup 0.8 / CutMix 1.0 (switched half and half, as
     MAE's configs); segmentation: cross-entropy over labelled pixels, optionally
-    weighted per class; detection: Faster R-CNN's four losses summed. Validation metrics
-    are :class:`~dspt_geo.train.metrics.TaskMetrics`, logged as ``val_<name>``.
+    weighted per class, plus *aux_weight* times that of an auxiliary FCN head on
+    the pyramid level at the patch stride, as the UperNet recipe of BEiT and MAE
+    (the head exists in training only and is not part of :attr:`model`);
+    detection: Faster R-CNN's four losses summed. Validation metrics are
+    :class:`~dspt_geo.train.metrics.TaskMetrics`, logged as ``val_<name>``.
+
+    Under DDP on GPUs the run's Trainer converts batch norm to SyncBatchNorm
+    (``sync_batchnorm``); :meth:`on_fit_start` logs which norm is in use.
 
     With *freeze_encoder* (head-only fine-tuning, the standard comparison of
     starting weights on few labels) the encoder's parameters take no gradient and
@@ -53,6 +66,7 @@ class FinetuneTask(L.LightningModule):
         freeze_encoder: bool = False,
         label_smoothing: float = 0.1,
         mixup: bool = False,
+        aux_weight: float = AUX_WEIGHT,
         model: nn.Module | None = None,
     ) -> None:
         """Initialise the task.
@@ -72,6 +86,7 @@ class FinetuneTask(L.LightningModule):
             freeze_encoder: train the head only.
             label_smoothing: classify: label smoothing of the targets.
             mixup: classify: Mixup/CutMix training batches.
+            aux_weight: segment: loss weight of the auxiliary FCN head (0: none).
             model: the model, with its starting weights (not stored in the
                 hyperparameters; a checkpoint brings its own weights).
         """
@@ -97,6 +112,11 @@ class FinetuneTask(L.LightningModule):
             model
             if model is not None
             else build_task_model_from_config(self.hparams.model_config)
+        )
+        self.aux_head = (
+            self.model.auxiliary_head()
+            if self.task == 'segment' and self.hparams.aux_weight > 0
+            else None
         )
         if self.hparams.freeze_encoder:
             self.model.encoder.requires_grad_(False)
@@ -145,16 +165,7 @@ class FinetuneTask(L.LightningModule):
                 log_probs = F.log_softmax(self.model(images).float(), dim=1)
                 loss = -(targets * log_probs).sum(dim=1).mean()
             case 'segment':
-                logits, mask = self.model(images), batch['mask']
-                if (mask != self.hparams.ignore_index).any():
-                    loss = F.cross_entropy(
-                        logits,
-                        mask,
-                        weight=self.class_weight,
-                        ignore_index=self.hparams.ignore_index,
-                    )
-                else:  # no labelled pixel: a zero loss that keeps DDP in step
-                    loss = logits.sum() * 0.0
+                loss = self._segmentation_loss(images, batch['mask'])
             case _:
                 box_targets = [
                     {'boxes': boxes.float(), 'labels': labels + 1}
@@ -166,6 +177,54 @@ class FinetuneTask(L.LightningModule):
                 loss = sum(losses.values(), images.new_zeros(()))
         self.log('loss', loss, prog_bar=True, batch_size=images.shape[0])
         return loss
+
+    def _segmentation_loss(self, images: Tensor, mask: Tensor) -> Tensor:
+        """Cross-entropy of the logits, plus the auxiliary head's, weighted."""
+        features = self.model.forward_features(images)
+        logits = [self.model.forward_head(features, images.shape[-2:])]
+        if self.aux_head is not None:
+            aux = self.aux_head(features[self.model.AUX_LEVEL])
+            logits.append(
+                F.interpolate(
+                    aux, size=images.shape[-2:], mode='bilinear', align_corners=False
+                )
+            )
+        if not (mask != self.hparams.ignore_index).any():
+            # No labelled pixel: a zero loss that keeps DDP in step.
+            return sum((x.sum() * 0.0 for x in logits), images.new_zeros(()))
+        losses = [
+            F.cross_entropy(
+                x,
+                mask,
+                weight=self.class_weight,
+                ignore_index=self.hparams.ignore_index,
+            )
+            for x in logits
+        ]
+        return losses[0] + sum(
+            (self.hparams.aux_weight * x for x in losses[1:]), images.new_zeros(())
+        )
+
+    def on_fit_start(self) -> None:
+        """Log whether batch norm is synchronised across the processes."""
+        norms = [
+            m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        if self.trainer.world_size == 1 or not norms:
+            return
+        synced = sum(isinstance(m, nn.SyncBatchNorm) for m in norms)
+        if synced:
+            logger.info(
+                'batch norm synchronised across %d processes (%d SyncBatchNorm layers)',
+                self.trainer.world_size,
+                synced,
+            )
+        else:
+            logger.info(
+                'batch norm per process (%d layers): torch synchronises it only on '
+                'GPUs',
+                len(norms),
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Add a batch to the validation metrics."""
@@ -186,11 +245,16 @@ class FinetuneTask(L.LightningModule):
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with layer-wise decay, warmup and cosine decay, stepped every step."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
-            layer_decay_groups(self.model, hp.lr, hp.weight_decay, hp.layer_decay),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-        )
+        groups = layer_decay_groups(self.model, hp.lr, hp.weight_decay, hp.layer_decay)
+        if self.aux_head is not None:  # at the head's rate
+            top = self.model.num_layers + 1
+            groups += [
+                {**group, 'lr': hp.lr, 'layer_id': top}
+                for group in decay_groups(
+                    self.aux_head.named_parameters(), hp.weight_decay
+                )
+            ]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         total = int(self.trainer.estimated_stepping_batches)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else max(1, total // 20)
         scheduler = WarmupCosine(optimizer, warmup, total, hp.min_lr_ratio)

@@ -37,7 +37,13 @@ from ..data.labels import (
     collate_labelled,
 )
 from ..data.statistics import BandStatistics
-from ..data.transforms import flip_rotate, normalise, scale_crop
+from ..data.transforms import (
+    band_jitter,
+    flip_rotate,
+    normalise,
+    scale_crop,
+    scale_jitter,
+)
 
 __all__ = (
     'FinetuneDataModule',
@@ -61,6 +67,10 @@ _AUTO_IMBALANCE = 3.0
 
 #: Largest class weight: a class seen in a few pixels must not dominate the loss.
 _MAX_WEIGHT = 50.0
+
+#: Training chips whose masks give the class frequencies: all of a smaller set
+#: (issue 13: 64 chips could miss whole classes and weight them 50x).
+_FREQUENCY_SAMPLES = 1000
 
 #: Validation batches per training batch: no gradients or optimiser state are kept,
 #: so larger batches fit and keep validation short (issue 15); detection less, as
@@ -143,14 +153,16 @@ def segmentation_class_weights(
     dataset: Dataset[dict[str, Tensor]],
     num_classes: int,
     ignore_index: int,
-    method: Literal['auto', 'median', 'inverse', 'none'] = 'auto',
-    max_samples: int = 64,
+    method: Literal['auto', 'median', 'inverse', 'none'] = 'none',
+    max_samples: int = _FREQUENCY_SAMPLES,
     seed: int = 0,
     class_names: Sequence[str] = (),
 ) -> list[float] | None:
     """Class weights of the segmentation loss from the label frequencies.
 
-    The frequencies are counted on up to *max_samples* training chips.
+    The frequencies are counted on every training chip of a set of up to
+    *max_samples* chips, else on a seeded *max_samples* of them (scenes: the
+    first *max_samples* random chips).
     ``median``: median frequency balancing (Eigen and Fergus, ICCV 2015),
     ``median(f) / f_c``; ``inverse``: ``1 / (K f_c)`` over the K classes present;
     ``auto``: median frequency balancing when the most frequent class is over
@@ -173,7 +185,9 @@ def segmentation_class_weights(
         summary.info('class weights: none (--class-weights none)')
         return None
     counts = torch.zeros(num_classes, dtype=torch.float64)
+    chips = 0
     for sample in _some_samples(dataset, max_samples, seed):
+        chips += 1
         mask = sample['mask']
         labelled = mask[mask != ignore_index]
         counts += torch.bincount(labelled.flatten(), minlength=num_classes)[
@@ -190,9 +204,10 @@ def segmentation_class_weights(
         if imbalance <= _AUTO_IMBALANCE:
             summary.info(
                 'class weights: none (--class-weights auto: the classes are within '
-                '%.1fx of each other, from %d labelled pixels)',
+                '%.1fx of each other, from %d labelled pixels in %d chips)',
                 imbalance,
                 int(counts.sum()),
+                chips,
             )
             return None
         method = 'median'
@@ -204,9 +219,10 @@ def segmentation_class_weights(
     weights = weights.clamp(max=_MAX_WEIGHT)
     weights[~present] = weights[present].max()
     summary.info(
-        'class weights (%s frequency, from %d labelled pixels): %s',
+        'class weights (%s frequency, from %d labelled pixels in %d chips): %s',
         method,
         int(counts.sum()),
+        chips,
         ', '.join(
             f'{name} {w:.3g}'
             for name, w in zip(
@@ -259,10 +275,12 @@ def _some_samples(
 class FinetuneDataModule(L.LightningDataModule):
     """Batches of labelled data for a fine-tuning run.
 
-    Augmentation on the device, per batch, in training only: random flips and
-    90-degree rotations for every task (masks and boxes alike), plus scale jitter
-    and random crops for detection, and band-safe photometric jitter, blur and
-    random erasing for classification (:class:`~dspt_geo.data.augment.ClassifyAugmentation`).
+    Augmentation on the device, per batch, in training only (:func:`augment_batch`):
+    random flips and 90-degree rotations for every task (masks and boxes alike),
+    plus scale jitter and random crops for detection and segmentation, per-band
+    photometric distortion for segmentation, and band-safe photometric jitter, blur
+    and random erasing for classification
+    (:class:`~dspt_geo.data.augment.ClassifyAugmentation`).
     """
 
     def __init__(
@@ -380,7 +398,12 @@ class FinetuneDataModule(L.LightningDataModule):
         images = normalise(batch['image'], batch['valid'], self.statistics)
         batch = {**batch, 'image': images}
         if self.augment and self.trainer is not None and self.trainer.training:
-            batch = augment_batch(batch, self.task, self.classify_augmentation)
+            batch = augment_batch(
+                batch,
+                self.task,
+                self.classify_augmentation,
+                ignore_index=self.data.class_table.ignore_index,
+            )
         return batch
 
 
@@ -388,13 +411,22 @@ def augment_batch(
     batch: dict[str, Any],
     task: str,
     classify_augmentation: ClassifyAugmentation | None = None,
+    *,
+    ignore_index: int = 255,
 ) -> dict[str, Any]:
     """Flips and 90-degree rotations; scale jitter and crops first for detection.
+
+    Segmentation follows the UperNet recipe of BEiT and MAE: scale jitter 0.5-2.0
+    with a random crop (:func:`~dspt_geo.data.transforms.scale_jitter`), flips and
+    rotations, then band-safe photometric distortion
+    (:func:`~dspt_geo.data.transforms.band_jitter`).
 
     Args:
         batch: a normalised batch of :func:`collate_labelled`.
         task: ``'classify'``, ``'segment'`` or ``'detect'``.
         classify_augmentation: classify: applied after the flips and rotations.
+        ignore_index: segment: mask value of unlabelled pixels (also of the
+            canvas around a shrunk sample).
 
     Returns:
         the augmented batch (a new dict).
@@ -407,7 +439,11 @@ def augment_batch(
                 images = classify_augmentation(images, valid)
             return {**batch, 'image': images, 'valid': valid}
         case 'segment':
-            images, valid, masks, _ = flip_rotate(images, valid, masks=batch['mask'])
+            images, valid, masks = scale_jitter(
+                images, valid, batch['mask'], ignore_index
+            )
+            images, valid, masks, _ = flip_rotate(images, valid, masks=masks)
+            images = band_jitter(images, valid)
             return {**batch, 'image': images, 'valid': valid, 'mask': masks}
         case _:
             images, valid, boxes, labels = scale_crop(

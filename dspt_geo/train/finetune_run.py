@@ -242,6 +242,9 @@ def finetune(
             *callbacks,
         ],
         num_sanity_val_steps=0,
+        # Batch norm (UperNet's) over every process's batch under DDP; torch's
+        # SyncBatchNorm trains on GPUs only, so CPU processes keep their own.
+        sync_batchnorm=torch.cuda.is_available() and config.accelerator != 'cpu',
         **_validation_schedule(config, data),
     )
     lr = peak_lr(

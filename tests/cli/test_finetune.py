@@ -169,6 +169,22 @@ def test_the_model_file_describes_itself(task, trained, labelled):
         assert set(output[0]) == {'boxes', 'labels', 'scores'}
 
 
+def test_segmentation_trains_an_auxiliary_head_that_is_not_exported(trained):
+    run = trained('segment')
+
+    state, _ = load_model_file(run / 'model.safetensors')
+    checkpoint = torch.load(run / 'checkpoints' / 'last.ckpt', weights_only=True)
+
+    # The auxiliary FCN head trains (it is in the checkpoint, for resuming) ...
+    aux = [k for k in checkpoint['state_dict'] if k.startswith('aux_head.')]
+    assert aux and checkpoint['hyper_parameters']['aux_weight'] == 0.4
+    # ... and is left out of the model file, which holds the model and no more.
+    assert not any('aux' in key for key in state)
+    model, _ = load_finetuned(run / 'model.safetensors')
+    assert set(model.state_dict()) == set(state)
+    assert not any('aux' in name for name, _ in model.named_modules())
+
+
 def test_metrics_csv_rows_of_training_and_validation(trained):
     rows = read_rows(trained('classify'))
 

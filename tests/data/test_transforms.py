@@ -2,8 +2,15 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dspt_geo.data.transforms import flip_rotate, random_resized_crop, scale_crop
+from dspt_geo.data.transforms import (
+    band_jitter,
+    flip_rotate,
+    random_resized_crop,
+    scale_crop,
+    scale_jitter,
+)
 
 
 def squares(count: int, size: int, seed: int = 0):
@@ -196,3 +203,83 @@ def test_windows_of_several_sizes_make_one_batch_of_views():
     for i in range(4):
         torch.testing.assert_close(views[i], torch.full((3, 32, 32), float(i)))
     assert view_valid[[0, 2, 3]].all()
+
+
+def blocks(count: int, size: int, block: int, seed: int = 0):
+    """Images of square blocks whose value is their class, with nodata in a corner."""
+    generator = torch.Generator().manual_seed(seed)
+    cells = torch.randint(
+        0, 5, (count, size // block, size // block), generator=generator
+    )
+    masks = cells.repeat_interleave(block, 1).repeat_interleave(block, 2)
+    images = masks[:, None].float().expand(-1, 3, -1, -1).clone()
+    valid = torch.ones(count, size, size, dtype=torch.bool)
+    valid[:, : size // 4, : size // 4] = False
+    images[~valid.unsqueeze(1).expand_as(images)] = 0.0
+    return images, valid, masks
+
+
+def test_scale_jitter_keeps_masks_aligned_with_the_images():
+    images, valid, masks = blocks(32, 64, 8)
+
+    out, out_valid, out_masks = scale_jitter(
+        images,
+        valid,
+        masks,
+        ignore_index=255,
+        generator=torch.Generator().manual_seed(1),
+    )
+
+    assert out.shape == images.shape and out_masks.shape == masks.shape
+    assert out_masks.dtype == masks.dtype and out_valid.dtype == torch.bool
+    # Where the image is flat around a pixel (inside a block, not on an edge) it
+    # holds the class that the mask gives that pixel.
+    band = out[:, :1]
+    flat = (F.max_pool2d(band, 3, 1, 1) == -F.max_pool2d(-band, 3, 1, 1))[:, 0]
+    inside = flat & out_valid & (out_masks != 255)
+    assert inside.float().mean() > 0.4
+    assert torch.equal(out[:, 0][inside].long(), out_masks[inside])
+    assert torch.equal(out[:, 1], out[:, 2])  # every band moved alike
+    # Some samples shrank (a canvas of ignored, invalid pixels) and some grew.
+    canvas = out_masks == 255
+    assert canvas.any() and not out_valid[canvas].any()
+    shrunk = canvas.flatten(1).any(1)
+    assert 0 < shrunk.sum() < len(shrunk)
+    # Invalid (nodata) pixels stay invalid: the nodata corner moves with the image.
+    assert not out_valid.all(dim=(1, 2)).all()
+
+
+def test_scale_jitter_factors_span_half_to_double():
+    # An 8-pixel square of class 1 at the centre: its side follows the factor.
+    masks = torch.zeros(256, 32, 32, dtype=torch.long)
+    masks[:, 12:20, 12:20] = 1
+    _, _, out_masks = scale_jitter(
+        masks[:, None].float(), torch.ones(256, 32, 32, dtype=torch.bool), masks, 255,
+        generator=torch.Generator().manual_seed(2),
+    )  # fmt: skip
+
+    sides = (out_masks == 1).sum(dim=(1, 2)).float().sqrt()
+    # An 8-pixel square: 4 px at factor 0.5, 16 at 2 (less where a crop cuts it).
+    assert sides.min() < 5 and 12 < sides.max() <= 16
+
+
+def test_band_jitter_scales_and_shifts_each_band_and_keeps_nodata():
+    images = torch.randn(64, 4, 8, 8)
+    valid = torch.ones(64, 8, 8, dtype=torch.bool)
+    valid[:, 0, 0] = False
+    images[:, :, 0, 0] = 0.0
+
+    out = band_jitter(images, valid, generator=torch.Generator().manual_seed(0))
+
+    assert out.shape == images.shape and (out[:, :, 0, 0] == 0).all()
+    # Per sample and band, an affine map out = g x + b with g in 0.8-1.2, |b| <= 0.2.
+    x, y = images[:, :, 1:].flatten(2), out[:, :, 1:].flatten(2)
+    xc, yc = x - x.mean(-1, keepdim=True), y - y.mean(-1, keepdim=True)
+    gain = (xc * yc).sum(-1) / (xc * xc).sum(-1)
+    offset = y.mean(-1) - gain * x.mean(-1)
+    assert torch.allclose(y, gain[..., None] * x + offset[..., None], atol=1e-4)
+    assert gain.min() >= 0.8 - 1e-4 and gain.max() <= 1.2 + 1e-4
+    assert offset.abs().max() <= 0.2 + 1e-4
+    changed = (gain - 1).abs().amax(1) > 1e-6
+    assert 0.6 < changed.float().mean() < 0.95  # p = 0.8
+    assert (gain[changed].std(dim=1) > 0).all()  # bands differ

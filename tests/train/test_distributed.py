@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
 
 from dspt_geo.data import SensorDataset, group_rasters, scan_rasters
 from dspt_geo.data.batches import SensorBatchStream
@@ -96,3 +97,70 @@ def test_ranks_train_on_different_patches(sample_data, tmp_path):
     for sensor, images in ranks[0]['batches']:
         for other_sensor, other_images in ranks[1]['batches']:
             assert sensor != other_sensor or not torch.equal(images, other_images)
+
+
+def _convert_batch_norm(rank: int, rendezvous: str, outputs: list[Path]) -> None:
+    """One process of a gloo group: a segmentation task after Lightning's BN sync."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    from dspt_geo.models import build_encoder, build_task_model
+    from dspt_geo.train.finetune import FinetuneTask
+
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=rendezvous, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        encoder, _ = build_encoder(
+            'vit_tiny_patch16_224', 3, image_size=32, patch_size=8,
+            model_args={'depth': 2, 'embed_dim': 32, 'num_heads': 2},
+        )  # fmt: skip
+        model = build_task_model('segment', encoder, 3)
+        task = FinetuneTask(model.config(), ['a', 'b', 'c'], model=model).eval()
+        images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        before = {
+            'norms': sum(isinstance(m, nn.BatchNorm2d) for m in task.modules()),
+            'keys': sorted(task.state_dict()),
+            'logits': task.model(images).detach(),
+        }
+        # What the finetune run's Trainer(sync_batchnorm=True) applies under DDP.
+        task = TorchSyncBatchNorm().apply(task)
+        synced = [m for m in task.modules() if isinstance(m, nn.SyncBatchNorm)]
+        torch.save(
+            {
+                **{f'before_{k}': v for k, v in before.items()},
+                'synced': len(synced),
+                'aux_synced': sum(
+                    isinstance(m, nn.SyncBatchNorm) for m in task.aux_head.modules()
+                ),
+                'plain_left': sum(type(m) is nn.BatchNorm2d for m in task.modules()),
+                'keys': sorted(task.state_dict()),
+                'model_keys': sorted(task.model.state_dict()),
+                'logits': task.model(images).detach(),
+                'world': dist.get_world_size(synced[0].process_group),
+            },
+            outputs[rank],
+        )
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_segmentation_batch_norm_becomes_sync_batch_norm_under_ddp(tmp_path):
+    rendezvous = f'file://{tmp_path / "rendezvous"}'
+    outputs = [tmp_path / f'rank{rank}.pt' for rank in range(2)]
+
+    mp.start_processes(
+        _convert_batch_norm, args=(rendezvous, outputs), nprocs=2, start_method='fork'
+    )
+
+    for out in outputs:
+        rank = torch.load(out, weights_only=True)
+        # Every batch norm of UperNet, its pyramid and the auxiliary head is synced.
+        assert rank['synced'] == rank['before_norms'] > 0
+        assert rank['aux_synced'] == 1 and rank['plain_left'] == 0
+        assert rank['world'] == 2
+        # Same state keys: a model file from a DDP run loads into the plain model,
+        # and the auxiliary head is still outside the model that is exported.
+        assert rank['keys'] == rank['before_keys']
+        assert not any('aux' in key for key in rank['model_keys'])
+        torch.testing.assert_close(rank['logits'], rank['before_logits'])

@@ -50,6 +50,33 @@ def test_class_weights_balance_imbalanced_masks(raster_writer):
     assert segmentation_class_weights(data.train, 2, 255, 'none') is None
 
 
+def test_class_frequencies_count_every_chip_of_a_small_set(caplog):
+    # 300 chips; class 2 only in the last one, where 64 sampled chips mostly miss it.
+    chips = []
+    for i in range(300):
+        mask = torch.zeros(8, 8, dtype=torch.long)
+        mask[:2] = 1
+        if i == 299:
+            mask[2:4] = 2
+        mask[-1] = 255
+        chips.append({'mask': mask})
+    counts = torch.tensor([300 * 40 - 16, 300 * 16, 16], dtype=torch.float64)
+
+    with caplog.at_level('INFO'):
+        inverse = segmentation_class_weights(chips, 3, 255, 'inverse')
+
+    frequency = counts / counts.sum()
+    np.testing.assert_allclose(inverse, (1 / (3 * frequency)).clamp(max=50).tolist())
+    assert 'in 300 chips' in caplog.text
+    # Plain cross-entropy unless weights are asked for.
+    assert segmentation_class_weights(chips, 3, 255) is None
+    # Larger sets: a seeded sample of the given size.
+    caplog.clear()
+    with caplog.at_level('INFO'):
+        segmentation_class_weights(chips, 3, 255, 'median', max_samples=50)
+    assert 'in 50 chips' in caplog.text
+
+
 def test_every_epoch_shuffles_chips_anew(tmp_path):
     from dspt_geo.data.labels import ChipClassificationDataset, ClassTable
 
