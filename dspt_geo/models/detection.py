@@ -15,7 +15,7 @@ from torchvision.models.detection.faster_rcnn import (
 )
 from torchvision.models.detection.rpn import RPNHead
 
-from .detection_glue import ROI_SIZE, TileTransform, ViTDetBackbone, roi_pool
+from .detection_glue import ROI_SIZE, Pyramid, TileTransform, ViTDetBackbone, roi_pool
 from .encoder import SensorEncoder
 from .head_sizes import box_representation_size, detection_sampling, head_channels
 from .heads import PYRAMID_SCALES
@@ -85,6 +85,8 @@ class DetectionModel(TaskModelBase, FasterRCNN):  # type: ignore[misc]  # torchv
         num_classes: int,
         *,
         out_channels: int | None = None,
+        pyramid: Pyramid = 'last',
+        out_indices: Sequence[int] | None = None,
         anchor_sizes: Sequence[float] | None = None,
         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
         box_head: Literal['4conv1fc', '2fc'] = '2fc',
@@ -102,6 +104,11 @@ class DetectionModel(TaskModelBase, FasterRCNN):  # type: ignore[misc]  # torchv
             out_channels: Channels of the feature pyramid; None: from the
                 encoder's width and depth, at most 256
                 (:func:`~dspt_geo.models.head_sizes.head_channels`).
+            pyramid: ``'last'``: ViTDet's simple pyramid from the last block;
+                ``'multi'``: four blocks through an FPN, as the reference
+                configs (:class:`~dspt_geo.models.detection_glue.ViTDetBackbone`).
+            out_indices: ``'multi'``: the four blocks; None: at 1/4, 1/2, 3/4
+                of the depth and the last.
             anchor_sizes: Anchor side in pixels for each of P2-P6; 8 times the level
                 stride when None (32 to 512 for 16-pixel patches).
             aspect_ratios: Anchor aspect ratios (height / width), at every level.
@@ -140,7 +147,9 @@ class DetectionModel(TaskModelBase, FasterRCNN):  # type: ignore[misc]  # torchv
             raise ValueError(
                 f'detector_args may not set {unknown}; allowed: {sorted(_DETECTOR_ARGS)}'
             )
-        backbone = ViTDetBackbone(encoder, out_channels)
+        backbone = ViTDetBackbone(
+            encoder, out_channels, pyramid=pyramid, out_indices=out_indices
+        )
         levels = backbone.level_names
         sizes = (
             [_ANCHOR_PER_STRIDE * stride for stride in backbone.strides]
@@ -286,8 +295,15 @@ class DetectionModel(TaskModelBase, FasterRCNN):  # type: ignore[misc]  # torchv
             The keyword arguments of :class:`DetectionModel` but the encoder and
             the number of classes.
         """
+        backbone = self.backbone
         return {
             'out_channels': self.out_channels,
+            'pyramid': backbone.pyramid_kind,
+            **(
+                {'out_indices': list(backbone.out_indices)}
+                if backbone.pyramid_kind == 'multi'
+                else {}
+            ),
             'anchor_sizes': list(self.anchor_sizes),
             'aspect_ratios': list(self.aspect_ratios),
             'box_head': self.box_head_kind,

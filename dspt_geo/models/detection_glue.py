@@ -8,17 +8,30 @@ scales and level mapping from the patch size.
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal, TypeAlias
 
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.poolers import initLevelMapper
 
 from .encoder import SensorEncoder
-from .heads import PYRAMID_SCALES, SimpleFeaturePyramid
+from .heads import PYRAMID_SCALES, BlockPyramid, SimpleFeaturePyramid
+from .segmentation import resolve_out_indices
 from .task_base import check_pyramid_size
 
-__all__ = ('ROI_SIZE', 'TileTransform', 'ViTDetBackbone', 'roi_pool')
+__all__ = (
+    'MULTI_BLOCK_SHARES',
+    'ROI_SIZE',
+    'Pyramid',
+    'TileTransform',
+    'ViTDetBackbone',
+    'roi_pool',
+)
+
+#: Names of the pyramid levels, finest first (P4 at the patch stride).
+_LEVEL_NAMES = ('p2', 'p3', 'p4', 'p5', 'p6')
 
 #: Side of the RoI features of the detection head, as Faster R-CNN.
 ROI_SIZE = 7
@@ -31,35 +44,82 @@ _NATIVE_LEVEL = 4
 _CANONICAL_BOX_PER_PATCH = 14
 
 
-class ViTDetBackbone(nn.Module):
-    """The encoder and ViTDet's simple feature pyramid, as a torchvision backbone.
+#: Depths of the first three blocks of the multi-block pyramid, as shares.
+MULTI_BLOCK_SHARES = (1 / 4, 1 / 2, 3 / 4)
 
-    The last block's output, through the final norm, is turned into P2-P6 at strides
-    ``p/4, p/2, p, 2p, 4p`` by :class:`~dspt_geo.models.heads.SimpleFeaturePyramid`.
-    All blocks use global attention (ViTDet's window attention is not used).
+#: The pyramids of :class:`ViTDetBackbone`.
+Pyramid: TypeAlias = Literal['last', 'multi']
+
+
+class ViTDetBackbone(nn.Module):
+    """The encoder and a feature pyramid P2-P6, as a torchvision backbone.
+
+    ``pyramid='last'`` (ViTDet, Li et al., ECCV 2022): the last block's output,
+    through the final norm, is turned into P2-P6 at strides ``p/4, p/2, p, 2p, 4p``
+    by :class:`~dspt_geo.models.heads.SimpleFeaturePyramid`. ``pyramid='multi'``
+    (the Faster R-CNN configs of MAE/CSPT-style detection, which feed four blocks,
+    3/5/7/11 of ViT-B, to an FPN): the outputs of four blocks (by default at 1/4,
+    1/2, 3/4 of the depth and the last), through the final norm, are rescaled to
+    the same strides by :class:`~dspt_geo.models.heads.BlockPyramid` and merged by
+    torchvision's ``FeaturePyramidNetwork`` (Lin et al., CVPR 2017), P6 by
+    subsampling P5. All blocks use global attention (ViTDet's window attention is
+    not used).
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.1
+       Added *pyramid* and *out_indices*.
     """
 
     #: Channels of every level (torchvision's backbone contract).
     out_channels: int
 
-    def __init__(self, encoder: SensorEncoder, out_channels: int = 256) -> None:
+    def __init__(
+        self,
+        encoder: SensorEncoder,
+        out_channels: int = 256,
+        *,
+        pyramid: Pyramid = 'last',
+        out_indices: Sequence[int] | None = None,
+    ) -> None:
         """Initialise the backbone.
 
         Args:
             encoder: The encoder, with its weights.
             out_channels: Channels of every pyramid level.
+            pyramid: ``'last'`` or ``'multi'``.
+            out_indices: ``'multi'``: four zero-based blocks, shallowest first;
+                None: at 1/4, 1/2, 3/4 of the depth and the last.
+
+        Raises:
+            ValueError: If an option is invalid.
         """
         super().__init__()
         self.encoder = encoder
-        self.pyramid = SimpleFeaturePyramid(encoder.embed_dim, out_channels)
         self.out_channels = out_channels
+        self.pyramid_kind = pyramid
+        match pyramid:
+            case 'last':
+                if out_indices is not None:
+                    raise ValueError("out_indices needs pyramid='multi'")
+                self.out_indices = [encoder.num_layers - 1]
+                self.pyramid = SimpleFeaturePyramid(encoder.embed_dim, out_channels)
+            case 'multi':
+                self.out_indices = resolve_out_indices(
+                    out_indices, encoder.num_layers, MULTI_BLOCK_SHARES
+                )
+                self.neck = BlockPyramid(encoder.embed_dim)
+                self.fpn = FeaturePyramidNetwork(
+                    [encoder.embed_dim] * len(PYRAMID_SCALES),
+                    out_channels,
+                    extra_blocks=LastLevelMaxPool(),
+                )
+            case _:
+                raise ValueError(f"pyramid must be 'last' or 'multi', got {pyramid!r}")
 
     @property
     def level_names(self) -> tuple[str, ...]:
         """Names of the levels, finest first."""
-        return self.pyramid.level_names
+        return _LEVEL_NAMES
 
     @property
     def strides(self) -> list[float]:
@@ -78,8 +138,19 @@ class ViTDetBackbone(nn.Module):
             The levels by name.
         """
         check_pyramid_size(images, self.encoder.patch_size)
-        (x,) = self.encoder.forward_intermediates(images, [-1], norm=True)
-        return OrderedDict(zip(self.level_names, self.pyramid(x), strict=True))
+        features = self.encoder.forward_intermediates(
+            images, self.out_indices, norm=True
+        )
+        if self.pyramid_kind == 'last':
+            levels = self.pyramid(features[0])
+        else:
+            names = self.level_names[: len(PYRAMID_SCALES)]
+            levels = list(
+                self.fpn(
+                    OrderedDict(zip(names, self.neck(features), strict=True))
+                ).values()
+            )
+        return OrderedDict(zip(self.level_names, levels, strict=True))
 
 
 class TileTransform(GeneralizedRCNNTransform):  # type: ignore[misc]  # torchvision is untyped

@@ -158,8 +158,13 @@ def log_head_sizes(model: nn.Module) -> None:
             head = f'UperNet of {options["channels"]} channels'
         case 'detect':
             args = options['detector_args']
+            pyramid = (
+                f'FPN on blocks {options["out_indices"]}'
+                if options.get('pyramid') == 'multi'
+                else 'simple pyramid on the last block'
+            )
             head = (
-                f'pyramid of {options["out_channels"]} channels, box head '
+                f'{pyramid} of {options["out_channels"]} channels, box head '
                 f'{options["box_head"]} of width {options["representation_size"]}, '
                 f'{args.get("box_batch_size_per_image", 512)} RoIs and '
                 f'{args.get("rpn_batch_size_per_image", 256)} anchors sampled per image'

@@ -22,7 +22,9 @@ from dspt_geo.models import (
     load_model_file,
     save_model_file,
 )
+from dspt_geo.models.detection_glue import MULTI_BLOCK_SHARES
 from dspt_geo.models.head_sizes import detection_sampling
+from dspt_geo.models.segmentation import resolve_out_indices
 
 MODEL = 'vit_tiny_patch16_224'
 TINY = {
@@ -452,3 +454,55 @@ def test_detection_inference_limits_cap_and_restore_the_model_settings() -> None
     assert all(len(result['boxes']) <= 3 for result in limited)
     assert model.rpn._post_nms_top_n['testing'] == 100
     assert model.roi_heads.detections_per_img == 100
+
+
+def test_detection_multi_block_pyramid_builds_trains_and_round_trips() -> None:
+    model = make_model('detect', num_classes=2, pyramid='multi', score_thresh=0.0)
+    assert model.backbone.out_indices == [0, 1, 2, 3]  # 1/4, 1/2, 3/4, last of 4
+    assert resolve_out_indices(None, 12, MULTI_BLOCK_SHARES) == [2, 5, 8, 11]
+    images, _, targets = squares(2, 32)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    loss = sum(model.train()(images, targets).values())
+    loss.backward()
+    optimiser.step()
+
+    assert torch.isfinite(loss)
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    state = model.state_dict()
+    assert any(k.startswith('backbone.fpn.') for k in state)
+    assert not any(k.startswith('backbone.pyramid.') for k in state)
+    # The shallow blocks feed the pyramid directly, so they learn from it.
+    assert not torch.equal(
+        state['backbone.encoder.blocks.0.mlp.fc1.weight'],
+        before['backbone.encoder.blocks.0.mlp.fc1.weight'],
+    )
+    config = model.config()
+    assert config['options']['pyramid'] == 'multi'
+    assert config['options']['out_indices'] == [0, 1, 2, 3]
+    rebuilt = build_task_model_from_config(json.loads(json.dumps(config)))
+    rebuilt.load_state_dict(state, strict=True)
+    test = torch.randn(1, 3, 32, 32)
+    expected, got = outputs(model.eval(), test), outputs(rebuilt.eval(), test)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    chosen = make_model('detect', pyramid='multi', out_indices=[1, 1, 2, -1])
+    assert chosen.backbone.out_indices == [1, 1, 2, 3]
+
+
+def test_detection_pyramid_defaults_to_the_last_block() -> None:
+    model = make_model('detect')
+    config = model.config()
+
+    assert config['options']['pyramid'] == 'last'
+    assert 'out_indices' not in config['options']
+    assert model.backbone.out_indices == [3]
+    assert any(k.startswith('backbone.pyramid.') for k in model.state_dict())
+    # A config written before the option (no 'pyramid') rebuilds the same model.
+    del config['options']['pyramid']
+    rebuilt = build_task_model_from_config(config)
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    with pytest.raises(ValueError, match="pyramid must be 'last' or 'multi'"):
+        make_model('detect', pyramid='wide')
+    with pytest.raises(ValueError, match="out_indices needs pyramid='multi'"):
+        make_model('detect', out_indices=[0, 1, 2, 3])
