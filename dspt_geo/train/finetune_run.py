@@ -44,7 +44,7 @@ from ..models.head_sizes import detection_sampling, log_head_sizes
 from ..models.model_file import read_metadata
 from .callbacks import ConfusionImage, MetricsCSV
 from .config import FinetuneConfig, parse_split
-from .finetune import FinetuneTask
+from .finetune import AUX_WEIGHT, FinetuneTask
 from .finetune_data import (
     FinetuneDataModule,
     most_objects_per_tile,
@@ -216,9 +216,10 @@ def finetune(
     pretrained = _pretrained_sensor(config.init, data)
     if checkpoint is None:
         model = _build_model(config, data)
-        model_config = model.config()
+        model_config, aux_weight = model.config(), AUX_WEIGHT
     else:
-        model, model_config = None, _checkpoint_model_config(checkpoint, data)
+        model = None
+        model_config, aux_weight = _checkpoint_model_config(checkpoint, data)
         logger.info('resuming from %s', checkpoint)
     reuse = (run / _DATA_FILE).exists() and (
         checkpoint is not None or rank_zero_only.rank != 0
@@ -268,6 +269,7 @@ def finetune(
         freeze_encoder=config.freeze_encoder,
         label_smoothing=config.label_smoothing,
         mixup=config.mixup,
+        aux_weight=aux_weight,
         model=model,
     )
     if config.freeze_encoder:
@@ -367,8 +369,14 @@ def _build_model(config: FinetuneConfig, data: LabelledData) -> torch.nn.Module:
     return model
 
 
-def _checkpoint_model_config(checkpoint: Path, data: LabelledData) -> dict[str, Any]:
-    """The model config of the run to resume, checked against the data."""
+def _checkpoint_model_config(
+    checkpoint: Path, data: LabelledData
+) -> tuple[dict[str, Any], float]:
+    """The model config and auxiliary-head weight of the run to resume.
+
+    The config is checked against the data; runs saved before the auxiliary head
+    (issue 13) resume without one.
+    """
     state = torch.load(checkpoint, map_location='cpu', weights_only=True)
     hparams = state['hyper_parameters']
     names, saved = list(data.class_table.names), list(hparams['class_names'])
@@ -381,7 +389,7 @@ def _checkpoint_model_config(checkpoint: Path, data: LabelledData) -> dict[str, 
         )
         raise RunDirError(msg)
     config: dict[str, Any] = hparams['model_config']
-    return config
+    return config, float(hparams.get('aux_weight', 0.0))
 
 
 def _pretrained_sensor(init: str, data: LabelledData) -> dict[str, Any] | None:

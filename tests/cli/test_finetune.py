@@ -257,6 +257,50 @@ def test_resume_continues_a_finished_run_to_more_steps(
     assert yaml.safe_load((run / 'config.yaml').read_text())['steps'] == 10
 
 
+@pytest.mark.parametrize('old', [False, True], ids=['with-aux-head', 'saved-before-it'])
+def test_segmentation_resumes_with_its_auxiliary_head_or_without(
+    old, labelled, tiny, cli_run, tmp_path
+):
+    run = tmp_path / 'run'
+    args = [
+        'finetune', 'segment', *tiny.data(labelled, 'segment'), '--out', run,
+        *tiny.vit, '--image-size', 32, '--batch-size', 8, '--lr', '3e-3',
+        '--checkpoint-every', 2, '--split', 'none',
+    ]  # fmt: skip
+    assert cli_run(*args, '--steps', 2).exit_code == 0
+    path = run / 'checkpoints' / 'last.ckpt'
+    first = torch.load(path, weights_only=True)
+    if old:  # as a run saved before the auxiliary head: no weights, groups, weight
+        state = first['state_dict']
+        for key in [k for k in state if k.startswith('aux_head.')]:
+            del state[key]
+        del first['hyper_parameters']['aux_weight']
+        optimizer = first['optimizer_states'][0]
+        aux_groups = optimizer['param_groups'][-2:]
+        optimizer['param_groups'] = optimizer['param_groups'][:-2]
+        for index in (i for group in aux_groups for i in group['params']):
+            optimizer['state'].pop(index, None)
+        groups = len(optimizer['param_groups']) + 2
+        scheduler = first['lr_schedulers'][0]
+        for key, value in scheduler.items():
+            if isinstance(value, list) and len(value) == groups:
+                scheduler[key] = value[:-2]
+        torch.save(first, path)
+
+    result = cli_run(*args, '--steps', 4, '--resume')
+
+    assert result.exit_code == 0, result.output
+    last = torch.load(path, weights_only=True)
+    assert last['global_step'] == 4
+    aux = [k for k in last['state_dict'] if k.startswith('aux_head.')]
+    if old:
+        assert aux == [] and last['hyper_parameters']['aux_weight'] == 0.0
+    else:
+        assert aux and last['hyper_parameters']['aux_weight'] == 0.4
+        key = 'aux_head.classifier.weight'
+        assert not torch.equal(last['state_dict'][key], first['state_dict'][key])
+
+
 def test_starts_from_a_pretrained_file_and_takes_its_model(
     labelled, tiny, cli_run, tmp_path
 ):
