@@ -23,7 +23,7 @@ from dspt_geo.models import (
     save_model_file,
 )
 from dspt_geo.models.detection_glue import MULTI_BLOCK_SHARES
-from dspt_geo.models.head_sizes import detection_sampling
+from dspt_geo.models.head_sizes import detection_sampling, log_head_sizes
 from dspt_geo.models.segmentation import resolve_out_indices
 
 MODEL = 'vit_tiny_patch16_224'
@@ -456,8 +456,13 @@ def test_detection_inference_limits_cap_and_restore_the_model_settings() -> None
     assert model.roi_heads.detections_per_img == 100
 
 
-def test_detection_multi_block_pyramid_builds_trains_and_round_trips() -> None:
+def test_detection_multi_block_pyramid_builds_trains_and_round_trips(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model = make_model('detect', num_classes=2, pyramid='multi', score_thresh=0.0)
+    with caplog.at_level('INFO'):
+        log_head_sizes(model)
+    assert 'head: FPN on blocks [0, 1, 2, 3] of 32 channels' in caplog.text
     assert model.backbone.out_indices == [0, 1, 2, 3]  # 1/4, 1/2, 3/4, last of 4
     assert resolve_out_indices(None, 12, MULTI_BLOCK_SHARES) == [2, 5, 8, 11]
     images, _, targets = squares(2, 32)
@@ -490,13 +495,18 @@ def test_detection_multi_block_pyramid_builds_trains_and_round_trips() -> None:
     assert chosen.backbone.out_indices == [1, 1, 2, 3]
 
 
-def test_detection_pyramid_defaults_to_the_last_block() -> None:
+def test_detection_pyramid_defaults_to_the_last_block(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     model = make_model('detect')
     config = model.config()
 
     assert config['options']['pyramid'] == 'last'
     assert 'out_indices' not in config['options']
     assert model.backbone.out_indices == [3]
+    with caplog.at_level('INFO'):
+        log_head_sizes(model)
+    assert 'head: simple pyramid on the last block of 32 channels' in caplog.text
     assert any(k.startswith('backbone.pyramid.') for k in model.state_dict())
     # A config written before the option (no 'pyramid') rebuilds the same model.
     del config['options']['pyramid']
