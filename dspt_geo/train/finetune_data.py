@@ -442,9 +442,9 @@ def augment_batch(
             images, valid, masks = scale_jitter(
                 images, valid, batch['mask'], ignore_index
             )
-            images, valid, masks, _ = flip_rotate(images, valid, masks=masks)
+            images, valid, turned, _ = flip_rotate(images, valid, masks=masks)
             images = band_jitter(images, valid)
-            return {**batch, 'image': images, 'valid': valid, 'mask': masks}
+            return {**batch, 'image': images, 'valid': valid, 'mask': turned}
         case _:
             images, valid, boxes, labels = scale_crop(
                 images, valid, batch['boxes'], batch['labels']
