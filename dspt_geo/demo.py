@@ -247,6 +247,9 @@ def run_demo(
                         str(labels / 'classes.json') if task == 'segment' else None
                     ),
                     init=str(pretrained),
+                    # A short run on an unbalanced landscape: without median
+                    # weights the rare classes (roads, buildings) never show.
+                    class_weights='median',
                     head_args=dict(_HEADS[task]),
                     batch_size=settings.finetune_batch,
                     steps=steps,
