@@ -347,12 +347,12 @@ class MaskOutput:
             self.valid_pixels += invalid.numel() - int(invalid.sum())
             # max().indices: on the CPU, argmax over the leading dim is ~8x slower.
             best = logits.max(dim=0).indices.to(torch.uint8)
-            best[invalid] = NODATA
+            best.masked_fill_(invalid, NODATA)
             labels[:, cols] = best.cpu().numpy()
             if scores is not None:
                 scaled = logits.softmax(dim=0).mul_(PROBABILITY_SCALE).round_()
                 scaled = scaled.to(torch.uint8)
-                scaled[:, invalid] = NODATA
+                scaled.masked_fill_(invalid, NODATA)
                 scores[:, :, cols] = scaled.cpu().numpy()
         self.rasters.classes.write(rows.row, labels)
         if probabilities is not None and scores is not None:
