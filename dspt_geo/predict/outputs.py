@@ -174,9 +174,7 @@ class ClassRaster:
             settings.path,
             descriptions=('class',),
             colormap=colormap,
-            # Nearest, not mode: a valid class either way, at half the COG's cost
-            # (mode is most of the conversion of a class raster).
-            overview_resampling='nearest',
+            overview_resampling='mode',
             **_raster_common(settings, transform, width, height),
         )
 

@@ -8,7 +8,7 @@ half-written file under the final name.
 :class:`CogWriter` takes rows as they are finished (a strip at a time), stores
 them in a striped, lightly compressed temporary GeoTIFF, and at the end converts
 that with GDAL's COG driver: tiled, DEFLATE or ZSTD with a predictor, internal
-overviews (nearest for classes, average for probabilities), colour table, band descriptions. Class
+overviews (mode for classes), colour table, band descriptions. Class
 names also go into a raster attribute table and category names in the PAM sidecar
 ``<name>.aux.xml``, which GDAL (and QGIS 3.30+) read; GeoTIFF cannot hold them.
 :func:`write_detections` writes a GeoPackage (version 1.3, with an R-tree spatial
@@ -178,7 +178,7 @@ class CogWriter:
         colormap: Mapping[int, tuple[int, ...]] | None = None,
         scales: Sequence[float] | None = None,
         tags: Mapping[str, str] | None = None,
-        overview_resampling: str = 'nearest',
+        overview_resampling: str = 'mode',
         compress: Compression = 'deflate',
         blocksize: int = 512,
     ) -> None:
