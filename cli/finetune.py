@@ -182,6 +182,14 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     help='classify: probability that a training chip gets one rectangle (2-33 % of it) set to the band means (0: off).',
 )
 @click.option(
+    '--chip-memory',
+    type=click.IntRange(0),
+    default=1024,
+    show_default=True,
+    metavar='MIB',
+    help='classify: decode the chips once and hold them in memory when they fit in this many MiB (training first, then validation; the training loader then runs without workers); 0: read every chip from its file each time.',
+)
+@click.option(
     '--band-jitter/--no-band-jitter',
     default=True,
     show_default=True,

@@ -288,6 +288,7 @@ def finetune(
         seed=config.seed,
         band_jitter=config.band_jitter,
         random_erase=config.random_erase,
+        memory_budget=config.chip_memory * 2**20,
     )
 
     prepare_run_dir(config, contents=_RUN_CONTENTS, overwrite=overwrite)

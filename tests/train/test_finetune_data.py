@@ -1,5 +1,6 @@
 """The fine-tuning data module: new chips every epoch, batches on the device."""
 
+import logging
 import warnings
 from types import SimpleNamespace
 
@@ -130,3 +131,46 @@ def test_classify_batches_get_the_photometric_augmentation_after_the_turns():
     assert not torch.allclose(values(jittered['image']), values(batch['image']))
     assert jittered['image'].shape == batch['image'].shape
     assert torch.equal(jittered['label'], batch['label'])
+
+
+def test_classification_chips_in_memory_give_the_same_batches(tmp_path, caplog):
+    from dspt_geo.data.labels import ChipClassificationDataset, ClassTable
+
+    paths = []
+    for i in range(10):
+        path = tmp_path / f'{i}.tif'
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            with rasterio.open(
+                path, 'w', driver='GTiff', width=6, height=6, count=2, dtype='int16'
+            ) as dst:
+                dst.write(np.full((2, 6, 6), i - 5, np.int16))
+        paths.append(str(path))
+    table = ClassTable(names=('a', 'b'))
+    labels = [i % 2 for i in range(10)]
+
+    def module(budget):
+        data = SimpleNamespace(
+            task='classify',
+            train=ChipClassificationDataset(paths[:8], labels[:8], table),
+            val=ChipClassificationDataset(paths[8:], labels[8:], table),
+        )
+        module = FinetuneDataModule(
+            data, None, batch_size=4, num_workers=1, memory_budget=budget
+        )
+        module.trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1)
+        return module
+
+    on_file = module(0)
+    with caplog.at_level(logging.INFO):
+        in_memory = module(8 * 6 * 6 * (2 * 2 + 1))  # training chips only (int16, mask)
+
+    assert not on_file.in_memory and on_file.train_dataloader().num_workers == 1
+    assert in_memory.in_memory and in_memory.train_dataloader().num_workers == 0
+    assert in_memory.data.val.memory is None
+    assert '8 training chips' in caplog.text and 'validation chips' not in caplog.text
+    for a, b in zip(
+        on_file.train_dataloader(), in_memory.train_dataloader(), strict=True
+    ):
+        assert torch.equal(a['image'], b['image'])
+        assert torch.equal(a['label'], b['label'])

@@ -25,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadError
 from ..chips import decode_jpeg_chip
@@ -331,6 +332,18 @@ class _Place(NamedTuple):
     stored: tuple[int, int]
 
 
+class _Memory(NamedTuple):
+    """Whole chips decoded once.
+
+    Images (N, C, H, W) in stored values, valid masks (N, H, W), and each chip's
+    stored (height, width).
+    """
+
+    images: npt.NDArray[Any]
+    valid: npt.NDArray[np.bool_]
+    stored: list[tuple[int, int]]
+
+
 class _ChipDataset(Dataset[dict[str, Tensor]]):
     """Chips read on demand; the band layout is the first chip's."""
 
@@ -368,6 +381,8 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
             self.windows = chip_windows(self.shapes, self.size)
         #: Whether each pixel (box) is scored once: see :meth:`scored`.
         self.scoring = False
+        #: Every whole chip's image decoded once (:meth:`hold_in_memory`), or None.
+        self.memory: _Memory | None = None
 
     @property
     def in_chans(self) -> int:
@@ -390,8 +405,61 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
         view.scoring = True
         return view
 
-    def _image(self, index: int) -> tuple[Tensor, Tensor, _Place]:
-        """Image (float32), valid mask and where sample *index* lies."""
+    def memory_bytes(self) -> int | None:
+        """Bytes :meth:`hold_in_memory` needs.
+
+        None where chips are cut into windows (segmentation and detection chips
+        larger than the sample size).
+        """
+        if self.windows is not None:
+            return None
+        if self.size is not None:
+            height, width = self.size
+        else:
+            first = chip_info(self.paths[0])
+            height, width = first.height, first.width
+        per_pixel = self.in_chans * np.dtype(self.dtype).itemsize + 1  # + valid mask
+        return len(self.paths) * height * width * per_pixel
+
+    def hold_in_memory(self, budget: int) -> bool:
+        """Decode every chip's image once into one array when it fits in *budget*.
+
+        Samples then come from memory (an index and a copy) instead of a file
+        read and decode per sample: the values, valid masks and labels are those
+        read from the files. Masks and boxes of segmentation and detection chips
+        are still read per sample.
+
+        Args:
+            budget: bytes the stored images and valid masks may take.
+
+        Returns:
+            whether the images are now held in memory.
+        """
+        if self.memory is not None:
+            return True
+        need = self.memory_bytes()
+        if need is None or need > budget:
+            return False
+        images: npt.NDArray[Any] | None = None
+        valid: npt.NDArray[np.bool_] | None = None
+        stored: list[tuple[int, int]] = []
+        for index in tqdm(range(len(self.paths)), 'decoding chips', leave=False):
+            data, mask, place = self._read(index)
+            if images is None or valid is None:
+                images = np.empty((len(self.paths), *data.shape), data.dtype)
+                valid = np.empty((len(self.paths), *mask.shape), bool)
+            if data.shape != images.shape[1:]:
+                return False  # chips of several sizes and no size to resample to
+            images[index], valid[index] = data, mask
+            stored.append(place.stored)
+        assert images is not None and valid is not None, 'datasets are not empty'
+        self.memory = _Memory(images, valid, stored)
+        return True
+
+    def _read(
+        self, index: int
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_], _Place]:
+        """Stored values, valid mask and where sample *index* lies, from the file."""
         window = None if self.windows is None else self.windows[index]
         chip = index if window is None else window.chip
         path = self.paths[chip]
@@ -403,8 +471,17 @@ class _ChipDataset(Dataset[dict[str, Tensor]]):
                 'data set'
             )
             raise IncompatibleRasterError(msg)
+        return data, valid, _Place(chip, window, stored)
+
+    def _image(self, index: int) -> tuple[Tensor, Tensor, _Place]:
+        """Image (float32), valid mask and where sample *index* lies."""
+        if self.memory is not None:
+            image = torch.from_numpy(self.memory.images[index].astype(np.float32))
+            valid = torch.from_numpy(self.memory.valid[index].copy())
+            return image, valid, _Place(index, None, self.memory.stored[index])
+        data, mask, place = self._read(index)
         image = torch.from_numpy(data.astype(np.float32, copy=False))
-        return image, torch.from_numpy(valid), _Place(chip, window, stored)
+        return image, torch.from_numpy(mask), place
 
     def _finish(self, sample: dict[str, Tensor]) -> dict[str, Tensor]:
         """Apply the user's transforms."""

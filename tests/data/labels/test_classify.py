@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 
 from dspt_geo.data.labels import (
     ChipClassificationDataset,
+    ClassTable,
     FolderSplit,
     LabelError,
     LocationClassificationDataset,
@@ -192,3 +193,49 @@ def test_chip_statistics_use_valid_pixels(tmp_path, raster_writer):
 
     assert stats.mean == pytest.approx((20.0,))
     assert stats.pixels == 64
+
+
+def test_chips_held_in_memory_read_as_from_their_files(tmp_path, raster_writer, rng):
+    from PIL import Image
+
+    paths = []
+    for i in range(3):  # uint16 GeoTIFFs with nodata rows, then RGB JPEGs
+        data = rng.integers(1, 4000, (3, 12, 12), dtype=np.uint16)
+        data[:, i, :] = 0
+        paths.append(str(raster_writer(f'c/u{i}.tif', data, nodata=0)))
+    for i in range(3):
+        path = tmp_path / f'j/{i}.jpg'
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    table = ClassTable(names=('a', 'b'))
+    for chosen, size in ((paths[:3], None), (paths[3:], None), (paths, 8)):
+        labels = [k % 2 for k in range(len(chosen))]
+        files = ChipClassificationDataset(chosen, labels, table, size=size)
+        memory = ChipClassificationDataset(chosen, labels, table, size=size)
+        need = memory.memory_bytes()
+        assert need is not None
+        assert not memory.hold_in_memory(need - 1) and memory.memory is None
+        assert memory.hold_in_memory(need)
+        for k in range(len(chosen)):
+            a, b = files[k], memory[k]
+            assert a.keys() == b.keys()
+            for key in a:
+                assert a[key].dtype == b[key].dtype
+                assert torch.equal(a[key], b[key]), (chosen[k], key)
+        if chosen[0].endswith('.tif') and size is None:
+            assert not memory[0]['valid'][0].any()  # the first chip's nodata row
+        memory[0]['image'].zero_()  # samples are copies, not views of the memory
+        assert torch.equal(memory[0]['image'], files[0]['image'])
+
+
+def test_chips_of_several_sizes_stay_on_file(tmp_path, png_writer, rng):
+    paths = [
+        str(png_writer('s/a.png', _chip(rng, 10))),
+        str(png_writer('s/b.png', np.zeros((3, 20, 20), np.uint8))),
+    ]
+    dataset = ChipClassificationDataset(paths, [0, 1], ClassTable(names=('a', 'b')))
+
+    assert not dataset.hold_in_memory(2**30)
+    assert dataset.memory is None
+    assert dataset[1]['image'].shape == (3, 20, 20)
