@@ -72,13 +72,7 @@ def describe_rasters(
             transform_geom(group.crs, _EQUAL_AREA, shapely.geometry.mapping(footprint))
         ).area
         entry: dict[str, Any] = {
-            'name': group.name,
-            'bands': list(group.bands),
-            'band_names_from_files': bool(group.band_names),
-            'count': group.count,
-            'dtype': group.dtype,
-            'sar': _sar(dataset),
-            'nodata': group.nodata,
+            **_describe_layout(group, dataset),
             'crs': _crs_name(group.crs),
             'res': list(group.res),
             'extent': [left, bottom, right, top],
@@ -121,6 +115,19 @@ def _describe_chips(
     """JSON-ready description of a chip group."""
     dataset = ChipDataset(group, sar_mode=sar_mode)
     entry: dict[str, Any] = {
+        **_describe_layout(group, dataset),
+        **_describe_chip_files(group.chips),
+    }
+    if stats:
+        entry['statistics'] = load_or_compute_statistics(dataset, cache_dir).to_dict()
+    return entry
+
+
+def _describe_layout(
+    group: SensorGroup | ChipGroup, dataset: SensorDataset | ChipDataset
+) -> dict[str, Any]:
+    """JSON-ready name, bands, data type, SAR conversion and nodata of a group."""
+    return {
         'name': group.name,
         'bands': list(group.bands),
         'band_names_from_files': bool(group.band_names),
@@ -128,11 +135,7 @@ def _describe_chips(
         'dtype': group.dtype,
         'sar': _sar(dataset),
         'nodata': group.nodata,
-        **_describe_chip_files(group.chips),
     }
-    if stats:
-        entry['statistics'] = load_or_compute_statistics(dataset, cache_dir).to_dict()
-    return entry
 
 
 def _describe_chip_files(chips: tuple[ChipFile, ...]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -100,6 +100,33 @@ def embed(
     return encoder.norm(tokens[:, 1:].mean(dim=1)), encoder.norm(tokens[:, 0])
 
 
+def _normalised_batches(
+    encoder: SensorEncoder,
+    dataset: Dataset[dict[str, torch.Tensor]],
+    statistics: BandStatistics,
+    batch_size: int,
+    num_workers: int,
+    description: str,
+) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+    """Batches of *dataset* in order, each with its normalised images.
+
+    The images are on the encoder's device; the encoder is put in eval mode and
+    inference mode stays on while the caller embeds each batch (between yields).
+    """
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_labelled,
+    )
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=description, unit='batch', leave=False):
+            valid = batch['valid'].to(device)
+            yield batch, normalise(batch['image'].to(device), valid, statistics)
+
+
 def extract_features(
     encoder: SensorEncoder,
     dataset: Dataset[dict[str, torch.Tensor]],
@@ -122,24 +149,14 @@ def extract_features(
     Returns:
         the features, in dataset order.
     """
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_labelled,
-    )
-    device = next(encoder.parameters()).device
-    encoder.eval()
     means, tokens, labels = [], [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=description, unit='batch', leave=False):
-            images = normalise(
-                batch['image'].to(device), batch['valid'].to(device), statistics
-            )
-            mean, cls = embed(encoder, images)
-            means.append(mean.float().cpu().numpy())
-            tokens.append(cls.float().cpu().numpy())
-            labels.append(batch['label'].numpy())
+    for batch, images in _normalised_batches(
+        encoder, dataset, statistics, batch_size, num_workers, description
+    ):
+        mean, cls = embed(encoder, images)
+        means.append(mean.float().cpu().numpy())
+        tokens.append(cls.float().cpu().numpy())
+        labels.append(batch['label'].numpy())
     return Features(
         np.concatenate(means), np.concatenate(tokens), np.concatenate(labels)
     )
@@ -193,25 +210,16 @@ def extract_tokens(
     Returns:
         the tokens and counts, in dataset order.
     """
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_labelled,
-    )
-    device = next(encoder.parameters()).device
-    encoder.eval()
     tokens, counts = [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=description, unit='batch', leave=False):
-            valid = batch['valid'].to(device)
-            images = normalise(batch['image'].to(device), valid, statistics)
-            tokens.append(encoder(images)[:, 1:].half().cpu().numpy())
-            counts.append(
-                patch_counts(
-                    batch['mask'], batch['valid'], encoder.patch_size, num_classes
-                ).numpy()
-            )
+    for batch, images in _normalised_batches(
+        encoder, dataset, statistics, batch_size, num_workers, description
+    ):
+        tokens.append(encoder(images)[:, 1:].half().cpu().numpy())
+        counts.append(
+            patch_counts(
+                batch['mask'], batch['valid'], encoder.patch_size, num_classes
+            ).numpy()
+        )
     return TokenFeatures(np.concatenate(tokens), np.concatenate(counts))
 
 
