@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import RunDirError
-from .outputs import check_output_path
+from .outputs import atomic_write, check_output_path
 
 __all__ = ('DEMO_MARKER', 'DemoResult', 'DemoSettings', 'run_demo')
 
@@ -483,7 +483,6 @@ def write_quicklook(
                 (x0 + offset, y0, x1 + offset, y1), outline=(255, 0, 255), width=1
             )
     path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}.png')
-    image.save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        image.save(tmp)
     return path

@@ -7,11 +7,13 @@ check creates nothing. Missing folders are created when the output is written.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OutputPathError
 
-__all__ = ('check_output_path',)
+__all__ = ('atomic_write', 'check_output_path')
 
 
 def check_output_path(
@@ -53,3 +55,29 @@ def check_output_path(
         msg = f'{option} {path} cannot be written: no permission to write in {existing}'
         raise OutputPathError(msg)
     return path
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary sibling of *path* to write, renamed over *path* at the end.
+
+    The block writes the temporary file (same extension, so writers that infer the
+    format from it still do); when the block ends without an error the file
+    replaces *path* in one rename, so *path* is whole or absent. On an error the
+    temporary file is removed and *path* is left as it was.
+
+    Args:
+        path: the final file.
+
+    Yields:
+        the temporary path to write.
+
+    .. versionadded:: 0.2
+    """
+    path = Path(path)
+    tmp = path.with_name(f'.{path.stem}.tmp{os.getpid()}{path.suffix}')
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

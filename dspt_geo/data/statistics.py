@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ..cache import default_cache_dir
 from ..errors import EmptyRasterError
+from ..outputs import atomic_write
 from .chips import ChipDataset, ChipStream
 from .dataset import SensorDataset
 from .mixed import MixedDataset
@@ -223,9 +224,8 @@ def load_or_compute_statistics(
     stats = compute_statistics(dataset, **kwargs)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f'.tmp{os.getpid()}')
-        tmp.write_text(json.dumps(stats.to_dict(), indent=1))
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(stats.to_dict(), indent=1))
     except OSError as error:
         logger.warning('could not cache statistics in %s: %s', folder, error)
     return stats

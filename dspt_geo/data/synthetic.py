@@ -20,6 +20,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
 from ..cache import default_cache_dir
+from ..outputs import atomic_write
 
 __all__ = (
     'LANDSCAPE_CLASSES',
@@ -230,11 +231,10 @@ def write_sample_labels(
         )
     ]
     vectors = root / 'buildings.gpkg'
-    tmp = vectors.with_name(f'.{vectors.name}.tmp{os.getpid()}.gpkg')
-    gpd.GeoDataFrame(
-        {'class': ['building'] * len(polygons)}, geometry=polygons, crs=_CRS
-    ).to_file(tmp, layer='buildings')
-    os.replace(tmp, vectors)
+    with atomic_write(vectors) as tmp:
+        gpd.GeoDataFrame(
+            {'class': ['building'] * len(polygons)}, geometry=polygons, crs=_CRS
+        ).to_file(tmp, layer='buildings')
     return [raster, table, vectors]
 
 
@@ -329,25 +329,24 @@ def _write(
 ) -> None:
     """Write a tiled, compressed GeoTIFF atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    profile = {
-        'driver': 'GTiff',
-        'width': data.shape[2],
-        'height': data.shape[1],
-        'count': data.shape[0],
-        'dtype': data.dtype.name,
-        'crs': _CRS,
-        'transform': from_origin(*origin, pixel, pixel),
-        'nodata': nodata,
-        'tiled': True,
-        'blockxsize': 256,
-        'blockysize': 256,
-        'compress': 'deflate',
-    }
-    with rasterio.open(tmp, 'w', **profile) as dst:
-        dst.write(data)
-        dst.descriptions = descriptions
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        profile = {
+            'driver': 'GTiff',
+            'width': data.shape[2],
+            'height': data.shape[1],
+            'count': data.shape[0],
+            'dtype': data.dtype.name,
+            'crs': _CRS,
+            'transform': from_origin(*origin, pixel, pixel),
+            'nodata': nodata,
+            'tiled': True,
+            'blockxsize': 256,
+            'blockysize': 256,
+            'compress': 'deflate',
+        }
+        with rasterio.open(tmp, 'w', **profile) as dst:
+            dst.write(data)
+            dst.descriptions = descriptions
 
 
 def builtin_sample(cache_dir: str | os.PathLike[str] | None = None) -> Path:

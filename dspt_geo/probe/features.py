@@ -32,6 +32,7 @@ from ..data.labels import collate_labelled
 from ..data.statistics import BandStatistics
 from ..data.transforms import normalise
 from ..models import SensorEncoder
+from ..outputs import atomic_write
 
 __all__ = (
     'POOLS',
@@ -302,8 +303,6 @@ def cached_features(
         for name in names
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    with tmp.open('wb') as file:
+    with atomic_write(path) as tmp, tmp.open('wb') as file:
         np.savez(file, **arrays)
-    os.replace(tmp, path)
     return features  # type: ignore[return-value]

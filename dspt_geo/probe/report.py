@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..outputs import atomic_write
+
 __all__ = ('format_table', 'write_plot')
 
 
@@ -99,8 +101,7 @@ def write_plot(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp.png')
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+        plt.close(figure)
     return path

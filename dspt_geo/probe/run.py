@@ -38,6 +38,7 @@ from ..data.labels import (
     stratified_fraction,
 )
 from ..errors import ConfigError, LabelError
+from ..outputs import atomic_write
 from .encoders import (
     RANDOM,
     ProbeEncoder,
@@ -373,7 +374,6 @@ def write_json(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the report atomically as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
     return path

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..outputs import atomic_write
 from .evaluate import confusion_image
 from .tracking import log_image
 
@@ -75,9 +76,8 @@ class MetricsCSV(L.Callback):
                 for row in csv.DictReader(file)
                 if int(row['step']) <= trainer.global_step
             ]
-        tmp = self.path.with_name(f'.{self.path.name}.tmp')
-        self._write(rows, mode='w', path=tmp)
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as tmp:
+            self._write(rows, mode='w', path=tmp)
 
     def on_train_batch_end(
         self,
@@ -237,9 +237,8 @@ def write_preview(
     pixels = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
     zoom = max(1, 128 // tiles.shape[-1])  # small tiles are enlarged to be seen
     pixels = pixels.repeat(zoom, axis=0).repeat(zoom, axis=1)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    Image.fromarray(pixels).save(tmp, format='PNG')
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format='PNG')
     return pixels
 
 

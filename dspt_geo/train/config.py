@@ -18,6 +18,7 @@ from ..data.labels.split import (
 )
 from ..data.sar import SarMode
 from ..errors import ConfigError
+from ..outputs import atomic_write
 from ..task import Task
 from .tracking import check_logger
 
@@ -59,9 +60,8 @@ class RunConfig:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the configuration as YAML, atomically."""
         path = Path(path)
-        tmp = path.with_name(f'.{path.name}.tmp')
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

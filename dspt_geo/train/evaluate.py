@@ -38,6 +38,7 @@ from ..data.statistics import BandStatistics
 from ..data.transforms import normalise
 from ..errors import IncompatibleRasterError, LabelError
 from ..models import load_finetuned
+from ..outputs import atomic_write
 from ..predict import PredictionSpec, predict_scene
 from ..predict.run import NODATA
 from .config import parse_split
@@ -289,9 +290,8 @@ def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> list[P
         write_confusion_png(report['confusion_matrix'], report['classes'], png)
         report = {**report, 'confusion_matrix_png': str(png)}
         written.append(png)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(report, indent=2) + '\n')
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + '\n')
     return [path, *written]
 
 
@@ -308,9 +308,8 @@ def write_confusion_png(
         path: the PNG file.
     """
     path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    confusion_image(matrix, class_names).save(tmp, format='PNG')
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        confusion_image(matrix, class_names).save(tmp, format='PNG')
 
 
 def confusion_image(

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from ..models import FINETUNED_KIND, build_encoder, build_task_model, save_model
 from ..models.finetuned import FinetunedMetadata, PredictionSpec
 from ..models.head_sizes import detection_sampling, log_head_sizes
 from ..models.model_file import read_metadata
+from ..outputs import atomic_write
 from .callbacks import ConfusionImage, MetricsCSV
 from .config import FinetuneConfig, parse_split
 from .finetune import AUX_WEIGHT, FinetuneTask
@@ -471,14 +471,13 @@ def _write_data_file(
     path: Path, statistics: BandStatistics, class_weights: list[float] | None
 ) -> None:
     """Write the statistics and class weights, atomically."""
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(
-        json.dumps(
-            {'statistics': statistics.to_dict(), 'class_weights': class_weights},
-            indent=1,
+    with atomic_write(path) as tmp:
+        tmp.write_text(
+            json.dumps(
+                {'statistics': statistics.to_dict(), 'class_weights': class_weights},
+                indent=1,
+            )
         )
-    )
-    os.replace(tmp, path)
 
 
 def _read_data_file(path: Path) -> tuple[BandStatistics, list[float] | None]:

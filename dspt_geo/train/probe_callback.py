@@ -28,6 +28,7 @@ from ..data.labels import LabelledData, collate_labelled
 from ..data.statistics import BandStatistics
 from ..data.transforms import normalise
 from ..models import SensorEncoder
+from ..outputs import atomic_write
 from ..probe import embed, knn_classify
 from .callbacks import MetricsCSV
 from .tracking import log_image
@@ -245,10 +246,9 @@ def write_probe_curve(history: list[tuple[int, float]], path: Path) -> np.ndarra
     axis.grid(alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.tmp.png')
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    with Image.open(tmp) as png:
-        pixels = np.asarray(png.convert('RGB'))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+        plt.close(figure)
+        with Image.open(tmp) as png:
+            pixels = np.asarray(png.convert('RGB'))
     return pixels

@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ...outputs import atomic_write
 from .chips import (
     ChipClassificationDataset,
     ChipDetectionDataset,
@@ -94,8 +95,7 @@ def write_split_lists(
         if dataset is None:
             path.unlink(missing_ok=True)
             continue
-        tmp = path.with_suffix(f'.tmp{os.getpid()}')
-        tmp.write_text(''.join(f'{line}\n' for line in split_items(dataset)))
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(''.join(f'{line}\n' for line in split_items(dataset)))
         written[name] = path
     return written
