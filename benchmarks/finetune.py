@@ -10,7 +10,8 @@ folders for classify):
 (b) the bare task step: the model the loop built (rebuilt from its model file's
     config), the task's training loss (``FinetuneTask.training_step``, with
     segmentation's auxiliary head), backward and
-    AdamW, on real training batches the loop produced, kept in memory;
+    AdamW (the loop's implementation: fused where it can be), on real training
+    batches the loop produced, kept in memory;
 (a) the encoder alone: the same encoder, forward + backward of the mean of its
     tokens and AdamW, on the same images.
 
@@ -42,6 +43,7 @@ from dspt_geo import SUMMARY_LOGGER
 from dspt_geo.models import load_model_file
 from dspt_geo.train import FinetuneConfig, finetune
 from dspt_geo.train.finetune import FinetuneTask
+from dspt_geo.train.optim import adamw
 
 _WARMUP = 5
 _BATCHES = 4  # real training batches kept for the bare steps
@@ -152,7 +154,8 @@ def run_loop(task: str, size: int, args: argparse.Namespace, run: Path) -> LoopT
 
 
 def _adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=1e-4)
+    """The loop's AdamW implementation (fused where it can be), one group."""
+    return adamw(model.parameters(), lr=1e-4)
 
 
 def _timed(step: Any, batches: list[dict[str, Any]], steps: int) -> float:

@@ -26,6 +26,7 @@ import torch
 from dspt_geo.data.synthetic import write_sample_rasters
 from dspt_geo.models import MaskedAutoencoder, create_encoder
 from dspt_geo.train import PretrainConfig, pretrain
+from dspt_geo.train.optim import adamw
 
 _WARMUP = 5
 
@@ -58,7 +59,7 @@ def bare_step(args: argparse.Namespace, device: torch.device) -> float:
     """Images/s of forward + backward + AdamW on an in-memory batch."""
     encoder = create_encoder(args.model, in_chans=4, img_size=args.image_size)
     model = MaskedAutoencoder(encoder, {'optical': 4, 'sar': 2}).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(model.parameters(), lr=1e-4)  # the loop's implementation
     batch = torch.randn(
         args.batch_size, 4, args.image_size, args.image_size, device=device
     )

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..data.augment import CUTMIX_ALPHA, MIXUP_ALPHA, mix_batch
 from ..models import build_task_model_from_config
 from .metrics import TaskMetrics
-from .optim import WarmupCosine, decay_groups, layer_decay_groups
+from .optim import WarmupCosine, adamw, decay_groups, layer_decay_groups
 from .rundir import random_states, restore_random_states
 
 __all__ = ('AUX_WEIGHT', 'FinetuneTask')
@@ -254,7 +254,7 @@ class FinetuneTask(L.LightningModule):
                     self.aux_head.named_parameters(), hp.weight_decay
                 )
             ]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        optimizer = adamw(groups, hp.lr, tuple(hp.betas))
         total = int(self.trainer.estimated_stepping_batches)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else max(1, total // 20)
         scheduler = WarmupCosine(optimizer, warmup, total, hp.min_lr_ratio)

@@ -14,6 +14,7 @@ from .. import SUMMARY_LOGGER
 __all__ = (
     'LayeredModel',
     'WarmupCosine',
+    'adamw',
     'decay_groups',
     'layer_decay_groups',
     'peak_lr',
@@ -63,6 +64,40 @@ def peak_lr(
             suggested,
         )
     return peak
+
+
+def adamw(
+    groups: Iterable[dict[str, Any]] | Iterable[nn.Parameter],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where every parameter allows it.
+
+    The fused implementation updates all tensors of a group in one kernel instead
+    of a dozen ``foreach`` operations per group: on the CPU it halves the
+    optimiser's share of a tiny ViT's step (7.4 to 3.7 ms of about 55 ms at batch
+    8, 16 layer-decay groups; BENCHMARKS.md). It needs floating-point parameters
+    on the CPU or a CUDA device; elsewhere the default implementation is used.
+    The update is AdamW's either way (the state dicts are interchangeable).
+
+    Args:
+        groups: parameters, or parameter groups (dicts with ``params``).
+        lr: default learning rate of the groups.
+        betas: AdamW betas.
+
+    Returns:
+        the optimiser.
+    """
+    listed: list[Any] = list(groups)
+    params = [
+        p
+        for group in listed
+        for p in (group['params'] if isinstance(group, dict) else [group])
+    ]
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in ('cpu', 'cuda') for p in params
+    )
+    return torch.optim.AdamW(listed, lr=lr, betas=betas, fused=fused or None)
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:

@@ -4,12 +4,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from ..models import MaskedAutoencoder, create_encoder
-from .optim import WarmupCosine, decay_groups
+from .optim import WarmupCosine, adamw, decay_groups
 from .rundir import random_states, restore_random_states
 
 __all__ = ('MAEPretrainTask',)
@@ -99,10 +98,10 @@ class MAEPretrainTask(L.LightningModule):
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW with warmup and cosine decay, stepped every optimiser step."""
         hp = self.hparams
-        optimizer = torch.optim.AdamW(
+        optimizer = adamw(
             decay_groups(self.model.named_parameters(), hp.weight_decay),
-            lr=hp.lr,
-            betas=tuple(hp.betas),
+            hp.lr,
+            tuple(hp.betas),
         )
         total = int(self.trainer.estimated_stepping_batches)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else max(1, total // 20)

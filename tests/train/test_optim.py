@@ -10,6 +10,7 @@ from torch import nn
 from dspt_geo.models import build_encoder, build_task_model
 from dspt_geo.train.optim import (
     WarmupCosine,
+    adamw,
     decay_groups,
     layer_decay_groups,
     scaled_lr,
@@ -129,3 +130,32 @@ def test_layer_decay_groups_scale_the_rate_by_depth():
     scheduler.step()
     rates = {group['layer_id']: group['lr'] for group in optimizer.param_groups}
     assert rates[4] == pytest.approx(1.0) and rates[0] == pytest.approx(0.0625)
+
+
+def test_adamw_is_fused_on_the_cpu_and_updates_as_the_default_implementation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    twin = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    twin.load_state_dict(model.state_dict())
+    groups = decay_groups(model.named_parameters(), 0.05)
+    fused = adamw(groups, 1e-2, (0.9, 0.95))
+    reference = torch.optim.AdamW(
+        decay_groups(twin.named_parameters(), 0.05), lr=1e-2, betas=(0.9, 0.95)
+    )
+    assert fused.defaults['fused'] is True
+    assert not reference.defaults.get('fused')
+    x = torch.randn(16, 4)
+    for _ in range(5):
+        for net, optimizer in ((model, fused), (twin, reference)):
+            net(x).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # Its state loads into the default implementation (a resumed run on other hardware).
+    reference.load_state_dict(fused.state_dict())
+
+
+def test_adamw_falls_back_where_fused_kernels_do_not_apply():
+    param = nn.Parameter(torch.zeros(3, dtype=torch.float64, device='meta'))
+    assert not adamw([param], 1e-3).defaults.get('fused')
