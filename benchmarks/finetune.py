@@ -17,6 +17,8 @@ folders for classify):
 
 (c)/(b) is what data loading and bookkeeping cost (target >= 0.9x); (b)/(a) is the
 head's share (target >= 0.5x: the head costs at most the encoder's own step).
+The loop's steps are also split into phases (data, forward, backward, optimiser;
+:class:`LoopTimer`), printed in milliseconds beside the bare step's.
 (a) and (b) run ``--repeats`` times after the loop, each keeping its fastest run. Validation
 is reported as seconds per validation pass and as a share of a training epoch
 (the epoch's chips at the loop's speed). On CUDA the rows use bf16 at 224 and 512
@@ -64,7 +66,15 @@ def _data(task: str, shared: Path) -> dict[str, Any]:
 
 
 class LoopTimer(L.Callback):
-    """Time training from step _WARMUP, each validation pass, and keep batches."""
+    """Time training from step _WARMUP, its phases, each validation pass; keep batches.
+
+    Phases per timed step (ms): ``data`` from the end of one step to the start of
+    the next (fetching, collating, normalising and augmenting the batch),
+    ``forward`` (the training step up to its loss), ``backward``, and ``optimiser``
+    (the optimiser and scheduler steps and the end-of-batch hooks).
+    """
+
+    PHASES = ('data', 'forward', 'backward', 'optimiser')
 
     def __init__(self) -> None:
         self.start: float | None = None
@@ -74,6 +84,9 @@ class LoopTimer(L.Callback):
         self.val_seconds: list[float] = []
         self.val_images = 0
         self.train_chips = 0
+        self.phases = dict.fromkeys(self.PHASES, 0.0)
+        self.steps = 0
+        self._marks: dict[str, float] = {}
         self._val_start = 0.0
 
     @staticmethod
@@ -93,13 +106,28 @@ class LoopTimer(L.Callback):
             self.batches.append(_detach(batch))
         if trainer.global_step == _WARMUP and self.start is None:
             self.start = self._now()
+        self._marks['start'] = self._now()
+
+    def on_before_backward(self, trainer: L.Trainer, module: Any, loss: Any) -> None:
+        self._marks['backward'] = self._now()
+
+    def on_after_backward(self, trainer: L.Trainer, module: Any) -> None:
+        self._marks['optimiser'] = self._now()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, *args: Any
     ) -> None:
+        now = self._now()
         if self.start is not None:
             self.images += batch['image'].shape[0]
-            self.end = self._now()
+            marks = self._marks
+            if 'end' in marks:  # the previous timed step's end
+                self.phases['data'] += marks['start'] - marks['end']
+            self.phases['forward'] += marks['backward'] - marks['start']
+            self.phases['backward'] += marks['optimiser'] - marks['backward']
+            self.phases['optimiser'] += now - marks['optimiser']
+            self.steps += 1
+            marks['end'] = self.end = now
 
     def on_validation_start(self, trainer: L.Trainer, module: Any) -> None:
         self._val_start = self._now()
@@ -112,6 +140,11 @@ class LoopTimer(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
         self.val_seconds.append(self._now() - self._val_start)
+        self._marks.pop('end', None)  # the next gap is not data loading
+
+    def phase_ms(self) -> dict[str, float]:
+        """Milliseconds per timed step of each phase."""
+        return {k: 1000 * v / max(1, self.steps) for k, v in self.phases.items()}
 
 
 def _detach(batch: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +310,7 @@ def main() -> None:
         '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
         flush=True,
     )  # each row as soon as it is measured
-    heads = []
+    heads, phases = [], []
     for size in args.sizes:
         for task in args.tasks:
             with tempfile.TemporaryDirectory() as tmp:
@@ -303,6 +336,19 @@ def main() -> None:
                 flush=True,
             )
             heads.append(f'- {size} px {task}: {json.dumps(config["options"])}')
+            ms = timer.phase_ms()
+            phases.append(
+                f'| {size} | {task} | {1000 / bare * args.batch_size:.1f} | '
+                + ' | '.join(f'{ms[k]:.1f}' for k in LoopTimer.PHASES)
+                + f' | {sum(ms.values()):.1f} |'
+            )
+    print(
+        '\nloop phases, ms per step (data: between steps; optimiser: with the '
+        'end-of-step hooks)\n\n| px | task | (b) bare step | data | forward | '
+        'backward | optimiser | loop step |\n|---:|---|---:|---:|---:|---:|---:|---:|',
+        *phases,
+        sep='\n',
+    )
     print('\nheads:', *heads, sep='\n')
 
 
