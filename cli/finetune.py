@@ -187,7 +187,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     default=1024,
     show_default=True,
     metavar='MIB',
-    help='classify: decode the chips once and hold them in memory when they fit in this many MiB (training first, then validation; the training loader then runs without workers); 0: read every chip from its file each time.',
+    help="decode the chips (classify) or the scene areas of each split (segment, detect; where every file lies on the images' pixel grid) once and hold them in memory when they fit in this many MiB (training first, then validation; the training loader then runs without workers); 0: read every chip from its files each time.",
 )
 @click.option(
     '--band-jitter/--no-band-jitter',

@@ -325,8 +325,9 @@ class FinetuneConfig(RunConfig):
     precision: str | None = None
     #: DataLoader worker processes per training process.
     num_workers: int = 2
-    #: Classify: MiB the chips may take decoded in memory (decoded once, then
-    #: loaded without workers); 0: read every sample from its file.
+    #: MiB the classification chips, or the scene cells of segment and detect,
+    #: may take in memory (read once, then loaded without workers); 0: read every
+    #: sample from its file.
     chip_memory: int = 1024
     #: Lightning logger beside ``metrics.csv``: none, csv, tensorboard or mlflow.
     logger: str = 'none'

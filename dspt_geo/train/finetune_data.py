@@ -310,13 +310,17 @@ class FinetuneDataModule(L.LightningDataModule):
             augment: augment training batches.
             band_jitter: classify: per-band gain and offset, and blur.
             random_erase: classify: probability of erasing a rectangle.
-            memory_budget: classify: bytes the training and validation chips may
-                take decoded in memory (:func:`hold_chips_in_memory`); 0: read
-                every sample from its file.
+            memory_budget: bytes the training and validation chips
+                (:func:`hold_chips_in_memory`) or scene cells
+                (:func:`hold_scenes_in_memory`) may take in memory; 0: read every
+                sample from its file.
 
         .. versionchanged:: 0.1
            Added *band_jitter* and *random_erase* (issue 13), *memory_budget*
            (issue 15).
+
+        .. versionchanged:: 0.2
+           *memory_budget* holds scene cells too (issue 15).
         """
         super().__init__()
         self.data = data
@@ -336,7 +340,9 @@ class FinetuneDataModule(L.LightningDataModule):
         )
         #: Whether the training samples come from memory (then loaded in this
         #: process: a worker would only take CPU time from the step).
-        self.in_memory = hold_chips_in_memory(data, memory_budget)
+        self.in_memory = hold_chips_in_memory(
+            data, memory_budget
+        ) or hold_scenes_in_memory(data, memory_budget)
         self.val = (
             evaluation_dataset(data.val, overlap) if data.val is not None else None
         )
@@ -447,6 +453,49 @@ def hold_chips_in_memory(data: LabelledData, budget: int) -> bool:
     return isinstance(data.train, ChipClassificationDataset) and (
         data.train.memory is not None
     )
+
+
+def hold_scenes_in_memory(data: LabelledData, budget: int) -> bool:
+    """Read scene cells once into memory when they fit in *budget* bytes.
+
+    On a small scene an epoch is a few steps, and every chip was a file read, a
+    rasterisation or a spatial query in a worker started anew each epoch (issue
+    15); held in memory (:meth:`~dspt_geo.data.labels.SceneDataset.hold_in_memory`),
+    a chip is an array slice and the training loader runs in the main process.
+    The training cells come first, then the validation cells if the rest of the
+    budget holds them.
+
+    Returns:
+        whether the training cells are held in memory.
+    """
+    if budget <= 0:
+        return False
+    held = []
+    for name, dataset in (('training', data.train), ('validation', data.val)):
+        if not isinstance(dataset, SceneDataset) or not dataset.hold_in_memory(budget):
+            continue
+        assert dataset.memory is not None  # just held
+        budget -= dataset.memory.nbytes
+        held.append(
+            f'{len(dataset.memory.cells)} {name} cells '
+            f'({dataset.memory.nbytes / 2**20:.0f} MB)'
+        )
+    if held:
+        logger.info(
+            'scene cells read once and held in memory: %s (--chip-memory, the '
+            'training loader runs without workers)',
+            ', '.join(held),
+        )
+    train = data.train
+    if isinstance(train, SceneDataset) and train.memory is None:
+        need = train.memory_bytes()
+        logger.info(
+            'training scene chips are read from the files: %s',
+            'a file of the training area needs resampling or a warp'
+            if need is None
+            else f'its cells need {need / 2**20:.0f} MB, more than --chip-memory',
+        )
+    return isinstance(train, SceneDataset) and train.memory is not None
 
 
 def augment_batch(

@@ -42,6 +42,7 @@ from ..sampling import (
 )
 from .classes import ClassTable
 from .rasters import RasterLabels
+from .scene_memory import SceneMemory, cell_bytes, on_cell_grid
 from .split import block_edges
 from .vectors import VectorLabels
 
@@ -245,6 +246,8 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
         self.transforms = transforms
         self.epoch = 0
         self._iterations = 0
+        #: The split's cells read once (:meth:`hold_in_memory`), or None.
+        self.memory: SceneMemory | None = None
         # The samplers see only the split's cells; reads go through *images*.
         view = copy.copy(images)
         if cells is not None:
@@ -311,6 +314,48 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
         """Chips this process yields per epoch (grid: at most this many)."""
         return len(self.sampler)
 
+    def memory_bytes(self) -> int | None:
+        """Bytes :meth:`hold_in_memory` needs; None where a cell cannot be held.
+
+        A cell can be held where its images are read directly from one file on
+        their pixel grid, and its label rasters lie on that grid
+        (:func:`~dspt_geo.data.labels.scene_memory.on_cell_grid`).
+        """
+        cells = [tuple(g.bounds) for g in self.cells.geometry]
+        if not all(on_cell_grid(self.images, self.labels, c) for c in cells):
+            return None
+        return sum(
+            cell_bytes(c, self.images.res, self.in_chans, self.task == 'segment')
+            for c in cells
+        )
+
+    def hold_in_memory(self, budget: int) -> bool:
+        """Read every cell once and serve chips from memory when they fit *budget*.
+
+        Chips are then slices of the cells (equal to reading them from the files);
+        queries off the cells' pixel grid still read the files.
+
+        Args:
+            budget: bytes the cells may take.
+
+        Returns:
+            whether the cells are held.
+
+        .. versionadded:: 0.2
+        """
+        if self.memory is not None:
+            return True
+        need = self.memory_bytes()
+        if need is None or need > budget:
+            return False
+        self.memory = SceneMemory.read(
+            [tuple(g.bounds) for g in self.cells.geometry],
+            self.images.res,
+            self._read_files,
+            self.labels if self.task == 'detect' else None,  # type: ignore[arg-type]
+        )
+        return True
+
     def read(self, bounds: Bounds) -> dict[str, Tensor]:
         """The sample of the chip at *bounds* (in the images' CRS), unfiltered.
 
@@ -319,7 +364,18 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
 
         Returns:
             the sample (see the class docstring).
+
+        .. versionchanged:: 0.2
+           From memory where the cells are held (:meth:`hold_in_memory`).
         """
+        if self.memory is not None:
+            sample = self.memory.sample(bounds)
+            if sample is not None:
+                return sample
+        return self._read_files(bounds)
+
+    def _read_files(self, bounds: Bounds) -> dict[str, Tensor]:
+        """The sample of the chip at *bounds*, read from the files."""
         left, bottom, right, top = bounds
         xres, yres = self.images.res
         query = (
