@@ -227,6 +227,28 @@ def test_head_sizes_are_logged_and_stored(
         assert options['detector_args']['rpn_pre_nms_top_n_test'] == 300
 
 
+@pytest.mark.parametrize('task', ['segment', 'detect'])
+def test_scene_cells_are_held_in_memory_unless_told_not_to(
+    task, labelled, tiny, cli_run, tmp_path
+):
+    options = [
+        *tiny.data(labelled, task), *tiny.vit, *tiny.heads[task], '--image-size', 32,
+        '--steps', 2, '--batch-size', 4,
+    ]  # fmt: skip
+
+    held = cli_run('finetune', task, *options, '--out', tmp_path / 'a', verbose=True)
+    on_file = cli_run(
+        'finetune', task, *options, '--out', tmp_path / 'b', '--chip-memory', 0,
+        verbose=True,
+    )  # fmt: skip
+
+    assert held.exit_code == 0, held.output
+    assert on_file.exit_code == 0, on_file.output
+    assert held.stderr.count('scene cells read once and held in memory') == 1
+    assert 'training cells' in held.stderr and 'validation cells' in held.stderr
+    assert 'held in memory' not in on_file.stderr
+
+
 def test_resume_continues_a_finished_run_to_more_steps(
     labelled, tiny, cli_run, user_error, tmp_path
 ):

@@ -174,3 +174,36 @@ def test_classification_chips_in_memory_give_the_same_batches(tmp_path, caplog):
     ):
         assert torch.equal(a['image'], b['image'])
         assert torch.equal(a['label'], b['label'])
+
+
+def test_scene_cells_in_memory_give_the_same_batches(raster_writer, rng, caplog):
+    image = raster_writer(
+        'img/scene.tif', rng.integers(1, 1000, (2, 96, 96), dtype=np.uint16), nodata=0
+    )
+    classes = rng.choice(np.array([1, 2, 3], np.uint8), (96, 96))
+    labels = raster_writer('lab/classes.tif', classes, nodata=0)
+
+    def module(budget):
+        data = open_labelled('segment', image, labels, split=None, size=16)
+        module = FinetuneDataModule(
+            data, None, batch_size=4, num_workers=1, memory_budget=budget
+        )
+        module.trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1)
+        return module
+
+    need = 96 * 96 * (2 * 4 + 1 + 8)  # float32 image, valid, int64 mask
+    on_file = module(need - 1)
+    with caplog.at_level(logging.INFO):
+        in_memory = module(need)
+
+    assert not on_file.in_memory and on_file.train_dataloader().num_workers == 1
+    assert in_memory.in_memory and in_memory.train_dataloader().num_workers == 0
+    assert 'scene cells read once and held in memory: 1 training cells' in caplog.text
+    batches = 0
+    for a, b in zip(
+        on_file.train_dataloader(), in_memory.train_dataloader(), strict=True
+    ):
+        batches += 1
+        for key in ('image', 'valid', 'mask'):
+            assert torch.equal(a[key], b[key])
+    assert batches > 1
