@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 import torch
+from geopandas import GeoDataFrame
 from torch import Tensor
 
 from ..dataset import SensorDataset
@@ -101,20 +102,19 @@ def on_cell_grid(
     return True
 
 
-def _touching(index: object, bounds: Bounds) -> list[str]:
+def _touching(index: GeoDataFrame, bounds: Bounds) -> list[str]:
     """Paths of an index's files whose footprint overlaps *bounds*."""
     left, bottom, right, top = bounds
-    boxes = np.array(
-        [g.bounds for g in index.geometry],  # type: ignore[attr-defined]
-        dtype=np.float64,
-    ).reshape(-1, 4)
+    boxes = np.array([g.bounds for g in index.geometry], dtype=np.float64).reshape(
+        -1, 4
+    )
     hits = np.flatnonzero(
         (boxes[:, 0] < right)
         & (boxes[:, 2] > left)
         & (boxes[:, 1] < top)
         & (boxes[:, 3] > bottom)
     )
-    return [index.filepath.iloc[i] for i in hits]  # type: ignore[attr-defined]
+    return [str(index.filepath.iloc[i]) for i in hits]
 
 
 def cell_bytes(bounds: Bounds, res: tuple[float, float], bands: int, mask: bool) -> int:
