@@ -185,6 +185,7 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
         stride: int | None = None,
         min_valid_fraction: float = 0.5,
         positive_fraction: float = 0.0,
+        min_object_visible: float = 0.5,
         background: int | None = None,
         seed: int = 0,
         max_rejections: int = 500,
@@ -210,6 +211,12 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
             positive_fraction: share of random chips that must hold a labelled
                 object (a box, or a pixel of a class other than *background*); the
                 rest are drawn freely.
+            min_object_visible: detection, random chips: objects with a smaller
+                share of their area inside the chip are left out (background),
+                as :func:`~dspt_geo.data.transforms.scale_crop` leaves out the
+                boxes its crop cuts; grid chips keep every object (evaluation
+                decides by the box centre). Without it, most boxes of objects
+                half a chip wide are slivers of them.
             background: class index of the background (segmentation from vectors),
                 which does not make a chip positive.
             seed: base seed of the draw.
@@ -229,8 +236,12 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
         if sampling not in ('random', 'grid'):
             msg = f"sampling must be 'random' or 'grid', got {sampling!r}"
             raise ValueError(msg)
-        if not 0 <= positive_fraction <= 1 or not 0 <= min_valid_fraction <= 1:
-            msg = 'positive_fraction and min_valid_fraction must lie in [0, 1]'
+        fractions = (positive_fraction, min_valid_fraction, min_object_visible)
+        if not all(0 <= fraction <= 1 for fraction in fractions):
+            msg = (
+                'positive_fraction, min_valid_fraction and min_object_visible must '
+                'lie in [0, 1]'
+            )
             raise ValueError(msg)
         self.images = images
         self.labels = labels
@@ -240,6 +251,7 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
         self.sampling = sampling
         self.min_valid_fraction = min_valid_fraction
         self.positive_fraction = positive_fraction
+        self.min_object_visible = min_object_visible if sampling == 'random' else 0.0
         self.background = background
         self.seed = seed
         self.max_rejections = max_rejections
@@ -398,7 +410,7 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
             sample['mask'] = torch.from_numpy(mask)
         else:
             assert isinstance(self.labels, VectorLabels), 'checked in __init__'
-            boxes, classes = self.labels.boxes(bounds, shape)
+            boxes, classes = self.labels.boxes(bounds, shape, self.min_object_visible)
             sample['boxes'] = torch.from_numpy(boxes)
             sample['labels'] = torch.from_numpy(classes)
         return sample

@@ -391,17 +391,23 @@ class VectorLabels:
         return mask
 
     def boxes(
-        self, bounds: tuple[float, float, float, float], shape: tuple[int, int]
+        self,
+        bounds: tuple[float, float, float, float],
+        shape: tuple[int, int],
+        min_visible: float = 0.0,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Pixel boxes of the geometries that overlap a chip, clipped to it.
 
         A geometry is clipped to the chip before its box is taken, so a polygon cut
         by the chip edge gets the box of its visible part. Geometries that only
-        touch the chip (no area inside) are left out.
+        touch the chip (no area inside) are left out, and so are polygons with less
+        than *min_visible* of their area inside it.
 
         Args:
             bounds: (left, bottom, right, top) of the chip in :attr:`crs`.
             shape: (height, width) of the chip.
+            min_visible: least share of a polygon's area inside the chip (0: any
+                part; geometries without area are kept).
 
         Returns:
             float32 (N, 4) ``x0, y0, x1, y1`` in pixels (0, 0 the chip's top-left
@@ -427,4 +433,7 @@ class VectorLabels:
             & (pixel[:, 2] > pixel[:, 0])
             & (pixel[:, 3] > pixel[:, 1])
         )
+        if min_visible > 0:
+            whole = shapely.area(self.geometries[hits])
+            keep &= shapely.area(clipped) >= min_visible * whole
         return pixel[keep].astype(np.float32), self.classes[hits][keep]

@@ -11,6 +11,7 @@ from dspt_geo.data.labels import (
     ChipDetectionDataset,
     LabelError,
     RandomSplit,
+    SceneDataset,
     VectorLabels,
     collate_labelled,
     open_labelled,
@@ -132,19 +133,23 @@ def test_boxes_from_polygons_over_a_raster(raster_writer, vector_writer, geo, rn
     assert data.reader == 'vector-labels'
     assert data.class_table.names == ('car', 'ship')
     x0, y0 = geo.ORIGIN
-    sample = data.train.read((x0, y0 - 320, x0 + 320, y0))  # top-left 32 x 32 chip
+    top_left = (x0, y0 - 320, x0 + 320, y0)  # top-left 32 x 32 chip
     torch.testing.assert_close(
-        sample['boxes'], torch.tensor([[2.0, 3.0, 10.0, 8.0], [28.0, 28.0, 32.0, 32.0]])
+        torch.from_numpy(data.train.labels.boxes(top_left, (32, 32))[0]),
+        torch.tensor([[2.0, 3.0, 10.0, 8.0], [28.0, 28.0, 32.0, 32.0]]),
     )
-    assert sample['labels'].tolist() == [0, 1]
-    corner = data.train.read((x0 + 320, y0 - 640, x0 + 640, y0 - 320))
+    # Training chips leave out the cut box: a sixth of it lies in this chip.
+    sample = data.train.read(top_left)
+    torch.testing.assert_close(sample['boxes'], torch.tensor([[2.0, 3.0, 10.0, 8.0]]))
+    assert sample['labels'].tolist() == [0]
+    corner = (x0 + 320, y0 - 640, x0 + 640, y0 - 320)
     torch.testing.assert_close(
-        corner['boxes'],
+        torch.from_numpy(data.train.labels.boxes(corner, (32, 32))[0]),
         torch.tensor([[0.0, 0.0, 8.0, 4.0], [18.0, 18.0, 22.0, 28.0]]),
         atol=1e-3,
         rtol=0,
     )
-    assert corner['labels'].tolist() == [1, 1]
+    assert data.train.read(corner)['labels'].tolist() == [1]
     # Columns 40..63, rows 0..23: the cut box only touches its left edge.
     empty = data.train.read((x0 + 400, y0 - 240, x0 + 640, y0))
     assert empty['boxes'].shape == (0, 4)
@@ -152,6 +157,55 @@ def test_boxes_from_polygons_over_a_raster(raster_writer, vector_writer, geo, rn
 
     folder = open_labelled('detect', image, two_utm.parent, 'kind', split=None, size=32)
     assert len(folder.train.labels) == 3, 'a folder of vector files is read whole'
+
+
+def test_training_chips_leave_out_objects_mostly_outside_them(
+    raster_writer, vector_writer, geo, rng
+):
+    # Before: a training chip kept a box for every sliver of an object it cut, so
+    # on 64 px tiles of 30-50 px buildings most training boxes were slivers.
+    image = raster_writer(
+        'img/scene.tif', rng.integers(1, 100, (1, 64, 64), dtype=np.uint16)
+    )
+    labels = vector_writer(
+        'lab/b.gpkg',
+        [
+            geo.pixel_box(20, 2, 40, 10),  # 12 of 20 columns in the first chip
+            geo.pixel_box(26, 20, 46, 28),  # 6 of 20 columns
+            geo.pixel_box(2, 40, 10, 48),  # elsewhere
+        ],
+    )
+    data = open_labelled('detect', image, labels, split=None, size=32)
+    x0, y0 = geo.ORIGIN
+    chip = (x0, y0 - 320, x0 + 320, y0)
+
+    train = data.train.read(chip)
+    torch.testing.assert_close(
+        train['boxes'], torch.tensor([[20.0, 2.0, 32.0, 10.0]]), atol=1e-3, rtol=0
+    )
+    assert data.train.min_object_visible == 0.5
+
+    # Grid (validation) chips keep every part: evaluation decides by box centre.
+    grid = SceneDataset(
+        data.train.images, data.train.labels, data.class_table, 'detect', 32,
+        sampling='grid',
+    )  # fmt: skip
+    torch.testing.assert_close(
+        grid.read(chip)['boxes'],
+        torch.tensor([[20.0, 2.0, 32.0, 10.0], [26.0, 20.0, 32.0, 28.0]]),
+        atol=1e-3,
+        rtol=0,
+    )
+    loose = SceneDataset(
+        data.train.images, data.train.labels, data.class_table, 'detect', 32,
+        min_object_visible=0.25,
+    )  # fmt: skip
+    assert len(loose.read(chip)['boxes']) == 2
+    with pytest.raises(ValueError, match='min_object_visible'):
+        SceneDataset(
+            data.train.images, data.train.labels, data.class_table, 'detect', 32,
+            min_object_visible=1.5,
+        )  # fmt: skip
 
 
 def test_points_cannot_be_boxes(raster_writer, vector_writer, geo):
