@@ -153,6 +153,7 @@ class SceneMemory:
         cells: Sequence[HeldCell],
         res: tuple[float, float],
         labels: VectorLabels | None = None,
+        min_visible: float = 0.0,
     ) -> None:
         """Hold *cells*.
 
@@ -160,10 +161,13 @@ class SceneMemory:
             cells: the cells, read once.
             res: the images' pixel size (x, y).
             labels: detection: the vector labels the boxes are cut from.
+            min_visible: detection: least share of a polygon's area inside a chip
+                (as :meth:`VectorLabels.boxes`).
         """
         self.cells = list(cells)
         self.res = res
         self.labels = labels
+        self.min_visible = min_visible
         self._boxes = np.array([c.bounds for c in self.cells], np.float64).reshape(
             -1, 4
         )
@@ -175,6 +179,7 @@ class SceneMemory:
         res: tuple[float, float],
         read: Callable[[Bounds], dict[str, Tensor]],
         labels: VectorLabels | None = None,
+        min_visible: float = 0.0,
     ) -> 'SceneMemory':
         """Read each cell once with *read* (the dataset's chip read).
 
@@ -184,6 +189,7 @@ class SceneMemory:
             read: reads a sample at bounds (``image``, ``valid``, ``mask``).
             labels: detection: the vector labels (their candidates per cell are
                 kept; the cell's own boxes are not used).
+            min_visible: detection: least share of a polygon's area inside a chip.
 
         Returns:
             the memory.
@@ -213,7 +219,7 @@ class SceneMemory:
                     object_bounds,
                 )
             )
-        return cls(cells, res, labels)
+        return cls(cells, res, labels, min_visible)
 
     @property
     def nbytes(self) -> int:
@@ -271,7 +277,8 @@ class SceneMemory:
         """Pixel boxes and classes of a chip, as :meth:`VectorLabels.boxes` gives.
 
         Labels whose bounds lie inside the chip keep their bounds; only those the
-        chip edge crosses are clipped (a clipped geometry's bounds are its own when
+        chip edge crosses are clipped, and left out when less than
+        :attr:`min_visible` of their area is inside (a clipped geometry's bounds are its own when
         nothing is cut away).
         """
         assert self.labels is not None and cell.objects is not None  # detection
@@ -300,6 +307,9 @@ class SceneMemory:
             found = found.copy()
             found[cut] = shapely.bounds(clipped).reshape(-1, 4)
             empty[cut] = shapely.is_empty(clipped)
+            if self.min_visible > 0:  # too little of it inside: as if empty
+                whole = shapely.area(self.labels.geometries[objects[cut]])
+                empty[cut] |= shapely.area(clipped) < self.min_visible * whole
         xres = (right - left) / shape[1]
         yres = (top - bottom) / shape[0]
         pixel = np.stack(

@@ -365,6 +365,7 @@ class SceneDataset(IterableDataset[dict[str, Tensor]]):
             self.images.res,
             self._read_files,
             self.labels if self.task == 'detect' else None,  # type: ignore[arg-type]
+            self.min_object_visible,
         )
         return True
 
