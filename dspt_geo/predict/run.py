@@ -259,7 +259,9 @@ def predict_scene(
         out_path.parent.mkdir(parents=True, exist_ok=True)  # checked above
         model.to(device)
         if auto:
-            size = choose_tile(model, spec, reader, overlap, device, max_objects)
+            size = choose_tile(
+                model, spec, reader, overlap, device, max_objects, score_threshold
+            )
         tiles = (
             cell_tiles(reader.height, reader.width, size)
             if spec.task == 'classify'

@@ -1,4 +1,5 @@
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -309,3 +310,46 @@ def test_detector_work_is_sized_to_the_window(
             blob_scene, model, spec, tmp_path / 'd.gpkg', max_objects=-1,
             progress=False,
         )  # fmt: skip
+
+
+class SlowBlobDetector(BlobDetector):
+    """:class:`BlobDetector` that takes 50 ms per window: larger windows are faster."""
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        time.sleep(0.05 * len(x))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize('objects', [True, False])
+def test_tile_auto_compares_detectors_only_on_windows_with_boxes(
+    raster_writer: Callable[..., Path],
+    metadata: dict[str, Any],
+    tmp_path: Path,
+    objects: bool,
+) -> None:
+    metadata.update(
+        task='detect',
+        classes=[{'name': 'boat'}, {'name': 'ship'}],
+        tile={'size': 64, 'overlap': 16},
+        score_threshold=0.5,
+        model={'patch_size': 8},  # takes any multiple of 8 px
+    )
+    spec = PredictionSpec.from_metadata(metadata)
+    data = np.full((3, 200, 200), 50, dtype=np.uint8)
+    if objects:  # a grid of small boats, several in any probe window
+        for row in range(8, 192, 24):
+            for col in range(8, 192, 24):
+                data[:, row : row + 8, col : col + 8] = 200
+    scene = raster_writer('scene.tif', data, nodata=0, origin=ORIGIN, res=RES)
+
+    auto = predict_scene(
+        scene, SlowBlobDetector(), spec, tmp_path / 'a.gpkg', tile='auto',
+        progress=False,
+    )  # fmt: skip
+
+    if objects:
+        assert auto.tile > 64, 'boxes agree and larger windows are faster'
+        assert auto.detections == 64
+    else:
+        assert auto.tile == 64, 'no box to compare: the training tile is kept'
+        assert auto.detections == 0
