@@ -6,6 +6,7 @@ count. The valid mask follows every geometric transform (nearest resampling), so
 loss can leave nodata out (issue 11).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -146,6 +147,26 @@ def random_resized_crop(
     return out, out_valid
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_orders(height: int, width: int, device: torch.device) -> Tensor:
+    """``(16, H * W)`` source pixel of each output pixel, per flip and turn.
+
+    Row ``8 * flip_x + 4 * flip_y + k`` is a horizontal flip, then a vertical flip,
+    then ``k`` counter-clockwise quarter turns (``torch.rot90``), of a flattened
+    ``(H, W)`` image; odd turns of a non-square image are left out (identity rows).
+    """
+    pixels = torch.arange(height * width, device=device).view(height, width)
+    orders = []
+    for flip_x in (False, True):
+        for flip_y in (False, True):
+            x = pixels.flip(-1) if flip_x else pixels
+            x = x.flip(-2) if flip_y else x
+            for turns in range(4):
+                turn = turns if height == width or turns % 2 == 0 else 0
+                orders.append(x.rot90(turn, dims=(-2, -1)).reshape(-1))
+    return torch.stack(orders)
+
+
 def flip_rotate(
     images: Tensor,
     valid: Tensor,
@@ -177,18 +198,16 @@ def flip_rotate(
     flip_x = torch.rand(batch, device=device, generator=generator) < 0.5
     flip_y = torch.rand(batch, device=device, generator=generator) < 0.5
     turns = torch.randint(0, 4, (batch,), device=device, generator=generator)
-    quarters: tuple[int, ...] = (1, 2, 3)
     if height != width:
-        turns, quarters = (turns // 2) * 2, (2,)  # 0 or 180 degrees
+        turns = (turns // 2) * 2  # 0 or 180 degrees
+    transform = 8 * flip_x + 4 * flip_y + turns
 
     def apply(x: Tensor) -> Tensor:
         """Transform a batch whose last two dimensions are (H, W)."""
-        shape = (batch,) + (1,) * (x.ndim - 1)
-        x = torch.where(flip_x.view(shape), x.flip(-1), x)
-        x = torch.where(flip_y.view(shape), x.flip(-2), x)
-        for k in quarters:
-            x = torch.where((turns == k).view(shape), x.rot90(k, dims=(-2, -1)), x)
-        return x
+        # One gather: each sample's pixels read in its transform's order.
+        order = _pixel_orders(*x.shape[-2:], device)[transform]
+        index = order.view(batch, *(1,) * (x.ndim - 3), -1).expand(*x.shape[:-2], -1)
+        return x.flatten(-2).gather(-1, index).view(x.shape)
 
     images, valid = apply(images), apply(valid)
     masks = apply(masks) if masks is not None else None

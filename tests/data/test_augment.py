@@ -1,10 +1,17 @@
 """Classification augmentation: band-safe jitter, blur, erasing, Mixup/CutMix (issue 13)."""
 
+import kornia
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dspt_geo.data.augment import ClassifyAugmentation, mix_batch
+from dspt_geo.data.augment import (
+    ClassifyAugmentation,
+    RandomErasing,
+    RandomGaussianBlur,
+    gaussian_blur,
+    mix_batch,
+)
 
 #: Band counts: EuroSAT MS (13), Sentinel-1 VV/VH (2), RGB, panchromatic.
 BANDS = (13, 2, 3, 1)
@@ -62,7 +69,9 @@ def test_blur_smooths_all_bands_alike():
     def roughness(x):
         return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(-1, -2))
 
-    assert (roughness(out) < roughness(images)).all()
+    # sigma 0.1 barely blurs (the next pixel weighs e^-50): no sample gets rougher.
+    assert (roughness(out) <= roughness(images) * (1 + 1e-5)).all()
+    assert roughness(out).mean() < 0.9 * roughness(images).mean()
     torch.testing.assert_close(out.mean(), images.mean(), atol=0.02, rtol=0)
 
 
@@ -129,3 +138,100 @@ def test_mixup_and_cutmix_targets_sum_to_one_and_match_the_images(size, mixup, c
             + 0.1 / 3
         )
         torch.testing.assert_close(targets[0], expected[0].float(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('bands', BANDS)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_gaussian_blur_is_kornias_with_each_samples_sigma(bands, dtype):
+    images, _ = batch(bands, dtype)
+    sigma = torch.tensor([0.1, 0.25, 0.5, 0.7, 0.9, 1.0])
+
+    out = gaussian_blur(images, sigma, 5)
+
+    assert out.shape == images.shape and out.dtype == dtype
+    for i, s in enumerate(sigma.tolist()):
+        reference = kornia.filters.gaussian_blur2d(
+            images[i : i + 1], (5, 5), (s, s), border_type='reflect'
+        )
+        torch.testing.assert_close(out[i : i + 1], reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('bands', BANDS)
+def test_blur_leaves_the_others_untouched_and_blurs_the_chosen_with_their_sigma(bands):
+    torch.manual_seed(bands)
+    images = torch.randn(40, bands, 16, 16)
+    blur = RandomGaussianBlur(5, sigma=(0.1, 1.0), p=0.3)
+
+    params = blur.forward_parameters(images.shape)
+    out = blur(images, params)
+
+    chosen = params['batch_prob']
+    assert 0 < chosen.sum() < 40
+    assert torch.equal(out[~chosen], images[~chosen])  # bit-identical
+    for i in chosen.nonzero()[:, 0].tolist():
+        s = float(params['sigma'][i])
+        assert 0.1 <= s <= 1.0
+        reference = kornia.filters.gaussian_blur2d(
+            images[i : i + 1], (5, 5), (s, s), border_type='reflect'
+        )
+        torch.testing.assert_close(out[i : i + 1], reference, atol=1e-5, rtol=1e-5)
+
+
+def test_blur_and_erasing_choose_samples_with_their_probability():
+    torch.manual_seed(0)
+    images = torch.randn(16, 2, 12, 12)
+    for augmentation, p in (
+        (RandomGaussianBlur(5, sigma=(0.1, 1.0), p=0.2), 0.2),
+        (RandomErasing(scale=(0.02, 1 / 3), ratio=(0.3, 3.3), p=0.25), 0.25),
+    ):
+        changed = torch.cat(
+            [(augmentation(images) != images).flatten(1).any(1) for _ in range(300)]
+        )
+        # 4,800 samples: the share is within 5 standard deviations of p.
+        assert abs(changed.float().mean() - p) < 5 * (p * (1 - p) / 4800) ** 0.5
+    assert torch.equal(RandomGaussianBlur(5, (0.1, 1.0), p=0.0)(images), images)
+
+
+def test_erasing_draws_areas_and_aspect_ratios_in_their_ranges():
+    torch.manual_seed(0)
+    erase = RandomErasing(scale=(0.02, 1 / 3), ratio=(0.3, 3.3), value=0.0, p=1.0)
+    params = erase.forward_parameters(torch.Size((20000, 1, 128, 128)))
+
+    h, w = params['heights'].double(), params['widths'].double()
+    # Sides are rounded (and clamped to the image): bounds within half a pixel.
+    assert ((h - 0.5) * (w - 0.5) <= 128 * 128 / 3).all()
+    assert ((h + 0.5) * (w + 0.5) >= 0.02 * 128 * 128).all()
+    assert ((h - 0.5) / (w + 0.5) <= 3.3).all() and ((h + 0.5) / (w - 0.5) >= 0.3).all()
+    assert (params['xs'] >= 0).all() and (params['xs'] + w <= 128).all()
+    assert (params['ys'] >= 0).all() and (params['ys'] + h <= 128).all()
+    # Areas uniform in the range; aspect ratios log-uniform (timm's and
+    # torchvision's draw: a quarter of the log range holds a quarter of them).
+    share = h * w / 128**2
+    assert abs(share.mean() - (0.02 + 1 / 3) / 2) < 0.005
+    low, high = torch.tensor([0.3, 3.3]).log().tolist()
+    log_aspect = (h / w).log()
+    assert abs(log_aspect.mean() - (low + high) / 2) < 0.03
+    quarter = float((log_aspect < low + (high - low) / 4).double().mean())
+    assert abs(quarter - 0.25) < 0.02
+    assert 0.5 < float(params['batch_prob'].double().mean()) <= 1.0
+
+
+@pytest.mark.parametrize('bands', BANDS)
+def test_erasing_zeroes_the_drawn_rectangle_of_the_chosen_samples(bands):
+    torch.manual_seed(bands)
+    images = torch.rand(32, bands, 24, 20) + 1  # no zero before erasing
+    erase = RandomErasing(scale=(0.02, 1 / 3), ratio=(0.3, 3.3), p=0.5)
+
+    params = erase.forward_parameters(images.shape)
+    out = erase(images, params)
+
+    erased = out == 0
+    assert torch.equal(erased.any(1), erased.all(1))  # every band alike
+    assert torch.equal(out[~erased], images[~erased])
+    for i in range(32):
+        expected = torch.zeros(24, 20, dtype=torch.bool)
+        if params['batch_prob'][i]:
+            y, x = int(params['ys'][i]), int(params['xs'][i])
+            h, w = int(params['heights'][i]), int(params['widths'][i])
+            expected[y : y + h, x : x + w] = True
+        assert torch.equal(erased[i, 0], expected)

@@ -283,3 +283,34 @@ def test_band_jitter_scales_and_shifts_each_band_and_keeps_nodata():
     changed = (gain - 1).abs().amax(1) > 1e-6
     assert 0.6 < changed.float().mean() < 0.95  # p = 0.8
     assert (gain[changed].std(dim=1) > 0).all()  # bands differ
+
+
+@pytest.mark.parametrize(('size', 'count'), [((16, 16), 8), ((12, 20), 4)])
+def test_flip_rotate_gives_each_sample_one_of_the_flips_and_turns(size, count):
+    torch.manual_seed(0)
+    images = torch.randn(64, 3, *size)
+    valid = torch.rand(64, *size) < 0.8
+    masks = torch.randint(0, 5, (64, *size))
+
+    out, out_valid, out_masks, _ = flip_rotate(images, valid, masks)
+
+    def variants(x):
+        """The flips and turns of an (..., H, W) tensor, same shape only."""
+        turns = [f.rot90(k, dims=(-2, -1)) for f in (x, x.flip(-1)) for k in range(4)]
+        return [v for v in turns if v.shape == x.shape]
+
+    seen = set()
+    for i in range(64):
+        # The image, its valid mask and its class mask get the same transform.
+        matches = [
+            k
+            for k, (a, b, c) in enumerate(
+                zip(variants(images[i]), variants(valid[i]), variants(masks[i]))
+            )
+            if torch.equal(a, out[i])
+            and torch.equal(b, out_valid[i])
+            and torch.equal(c, out_masks[i])
+        ]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) == count  # 8 on square images; 4 (no quarter turn) otherwise

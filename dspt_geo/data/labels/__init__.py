@@ -30,7 +30,7 @@ from .chips import (
     read_chip,
 )
 from .classes import DEFAULT_IGNORE_INDEX, ClassTable, default_palette
-from .collate import collate_labelled
+from .collate import SampleBatch, collate_labelled
 from .data import TASKS, LabelledData, Task
 from .dota import read_dota
 from .formats import read_class_folders, read_coco, read_voc
@@ -69,6 +69,7 @@ __all__ = (
     'LocationClassificationDataset',
     'RandomSplit',
     'RasterLabels',
+    'SampleBatch',
     'SceneDataset',
     'SceneWindows',
     'SplitSpec',

@@ -31,6 +31,7 @@ from ...errors import IncompatibleRasterError, NoRastersFoundError, RasterReadEr
 from ..chips import decode_jpeg_chip
 from ..discovery import has_alpha, north_up
 from .classes import ClassTable
+from .collate import SampleBatch
 from .windows import ChipWindow, chip_windows
 
 __all__ = (
@@ -546,6 +547,30 @@ class ChipClassificationDataset(_ChipDataset):
         image, valid, _ = self._image(index)
         label = torch.tensor(self.labels[index], dtype=torch.int64)
         return self._finish({'image': image, 'label': label, 'valid': valid})
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, Tensor]]:
+        """Read the chips of one batch: from memory in one copy, else one by one.
+
+        torch's DataLoader calls this for each batch. Chips held in memory (and no
+        *transforms*) come as one :class:`~.collate.SampleBatch`, a fancy-index
+        copy of the held arrays instead of a copy per chip and a stack.
+
+        .. versionadded:: 0.1
+        """
+        if self.memory is None or self.transforms is not None:
+            return [self[index] for index in indices]
+        rows = np.asarray(indices, dtype=np.intp)
+        return SampleBatch(
+            {
+                'image': torch.from_numpy(
+                    self.memory.images[rows].astype(np.float32, copy=False)
+                ),
+                'label': torch.tensor(
+                    [self.labels[i] for i in indices], dtype=torch.int64
+                ),
+                'valid': torch.from_numpy(self.memory.valid[rows]),
+            }
+        )
 
 
 class ChipSegmentationDataset(_ChipDataset):

@@ -10,6 +10,7 @@ from dspt_geo.data.labels import (
     LabelError,
     LocationClassificationDataset,
     RandomSplit,
+    SampleBatch,
     collate_labelled,
     labelled_statistics,
     open_labelled,
@@ -239,3 +240,38 @@ def test_chips_of_several_sizes_stay_on_file(tmp_path, png_writer, rng):
     assert not dataset.hold_in_memory(2**30)
     assert dataset.memory is None
     assert dataset[1]['image'].shape == (3, 20, 20)
+
+
+def test_chips_held_in_memory_come_a_batch_at_a_time(tmp_path, raster_writer, rng):
+    paths = []
+    for i in range(10):
+        data = rng.integers(1, 4000, (2, 8, 8), dtype=np.uint16)
+        data[:, i % 8, :] = 0
+        paths.append(str(raster_writer(f'b/{i}.tif', data, nodata=0)))
+    labels = [k % 3 for k in range(10)]
+    table = ClassTable(names=('a', 'b', 'c'))
+    files = ChipClassificationDataset(paths, labels, table)
+    memory = ChipClassificationDataset(paths, labels, table)
+    assert memory.hold_in_memory(2**20)
+    order = [7, 2, 9, 0, 4, 4, 1, 8, 3, 5, 6]
+
+    def batches(dataset):
+        return list(
+            DataLoader(
+                dataset, batch_size=4, sampler=order, collate_fn=collate_labelled
+            )
+        )
+
+    assert isinstance(memory.__getitems__([3, 1]), SampleBatch)
+    assert not isinstance(files.__getitems__([3, 1]), SampleBatch)
+    for a, b in zip(batches(files), batches(memory), strict=True):
+        assert a.keys() == b.keys() == {'image', 'label', 'valid'}
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape
+            assert torch.equal(a[key], b[key]), key
+    # A batch is a copy, and its samples are the dataset's samples.
+    held = memory.__getitems__([0, 5])
+    assert len(held) == 2 and torch.equal(held[1]['image'], files[5]['image'])
+    assert held[-1]['label'] == files[5]['label']
+    collate_labelled(held)['image'].zero_()
+    assert torch.equal(memory[0]['image'], files[0]['image'])
