@@ -14,6 +14,7 @@ import logging
 import random
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 #: The checkpoint a run resumes from, relative to the run folder.
 LAST_CHECKPOINT = Path('checkpoints') / 'last.ckpt'
+
+#: Least seconds between two redraws of the training bar (issue 15: Lightning
+#: redraws it twice per step and reads every logged metric for it, 0.4 ms of a
+#: 58 ms CPU step).
+_REDRAW_SECONDS = 0.25
 
 
 class TrainerSettings(Protocol):
@@ -260,7 +266,16 @@ def build_trainer(
 
 
 class StderrProgressBar(TQDMProgressBar):
-    """Lightning's progress bars on stderr: stdout carries the commands' data."""
+    """Lightning's progress bars on stderr: stdout carries the commands' data.
+
+    The training bar is redrawn at most every 0.25 s, and at the epoch's last
+    batch, instead of at every batch.
+    """
+
+    def __init__(self) -> None:
+        """Initialise the bars."""
+        super().__init__()
+        self._drawn = 0.0
 
     def init_sanity_tqdm(self) -> Tqdm:
         """The sanity-check bar, on stderr."""
@@ -276,6 +291,26 @@ class StderrProgressBar(TQDMProgressBar):
         """The validation bar, on stderr."""
         with contextlib.redirect_stdout(sys.stderr):
             return super().init_validation_tqdm()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Redraw the training bar when 0.25 s have passed or the epoch ends."""
+        bar = self._train_progress_bar
+        now = time.perf_counter()
+        if (
+            bar is not None
+            and batch_idx + 1 != bar.total
+            and now - self._drawn < _REDRAW_SECONDS
+        ):
+            return
+        self._drawn = now
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
