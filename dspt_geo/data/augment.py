@@ -17,12 +17,13 @@ bands, so it works for 13-band Sentinel-2, 2-band SAR or one panchromatic band.
   batch size, returning soft targets that sum to 1.
 
 Why not kornia's own (issue 15): at the CPU fine-tune's batch (8 chips of 64 px,
-3 bands) kornia 0.9's ``RandomGaussianBlur`` takes 1.25 ms per batch whether it
-blurs one sample in five (``p=0.2``) or all of them, and ``RandomErasing`` (``p=0.25``)
-0.53 ms: per-call overhead (parameter validation, per-sample dispatch), a few per
-cent of a 52 ms training step. The classes here draw the same parameters, blur only
-the chosen samples in one grouped separable convolution and erase with one mask:
-0.11 and 0.07 ms (BENCHMARKS.md, issue 13's classification recipe).
+3 bands) kornia 0.9's ``RandomGaussianBlur`` takes 1.3 ms per batch whether it
+blurs one sample in five (``p=0.2``) or all of them, and ``RandomErasing``
+(``p=0.25``) 0.54 ms: per-call overhead (parameter checks, per-sample dispatch), in a
+52 ms training step. The classes here draw the same parameters, blur only the
+chosen samples with shifted, weighted copies (a grouped convolution with per-sample
+kernels was 5x slower on the CPU) and erase with one mask: 0.29 and 0.19-0.33 ms
+(BENCHMARKS.md, issue 13's classification recipe).
 """
 
 import math
