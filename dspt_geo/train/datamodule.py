@@ -18,6 +18,7 @@ from ..data.sar import SarMode
 from ..data.statistics import BandStatistics, load_or_compute_statistics
 from ..data.transforms import normalise, random_resized_crop
 from ..errors import ConfigError
+from .interrupt import worker_ignores_stop_signals
 
 __all__ = ('PretrainDataModule',)
 
@@ -129,6 +130,7 @@ class PretrainDataModule(L.LightningDataModule):
             self._stream,
             batch_size=None,
             num_workers=self.num_workers,
+            worker_init_fn=worker_ignores_stop_signals,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
         )

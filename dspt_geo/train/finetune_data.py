@@ -45,6 +45,7 @@ from ..data.transforms import (
     scale_crop,
     scale_jitter,
 )
+from .interrupt import worker_ignores_stop_signals
 
 __all__ = (
     'FinetuneDataModule',
@@ -145,6 +146,7 @@ def evaluation_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
+        worker_init_fn=worker_ignores_stop_signals,
         collate_fn=collate_labelled,
         pin_memory=torch.cuda.is_available(),
     )
@@ -385,6 +387,7 @@ class FinetuneDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=0 if self.in_memory else self.num_workers,
+            worker_init_fn=worker_ignores_stop_signals,
             collate_fn=collate_labelled,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=False,

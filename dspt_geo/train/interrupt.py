@@ -15,10 +15,19 @@ checkpoint.
 
 Lightning's SIGTERMException is a ``SystemExit`` without a status: unhandled, a
 killed run would exit 0, as if it had finished (issue #9).
+
+A terminal's Ctrl+C, ``timeout``, SLURM's ``scancel`` and ``docker stop`` signal the
+whole process group, DataLoader workers included. torch's workers die on SIGTERM,
+and the main process then fails mid-step on the lost worker ("DataLoader worker
+... is killed by signal") before the run can stop at a step boundary and save its
+checkpoint. :func:`worker_ignores_stop_signals` (the training loaders'
+``worker_init_fn``) leaves the stop signals to the main process, which ends its
+workers itself.
 """
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -27,12 +36,18 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..errors import RunInterruptedError
 
-__all__ = ('STOP_SIGNALS', 'CheckpointOnStop', 'stop_on_signals')
+__all__ = (
+    'STOP_SIGNALS',
+    'CheckpointOnStop',
+    'stop_on_signals',
+    'worker_ignores_stop_signals',
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +57,25 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     for name in ('SIGTERM', 'SIGINT', 'SIGUSR1')
     if hasattr(signal, name)
 )
+
+
+def worker_ignores_stop_signals(worker_id: int) -> None:
+    """``worker_init_fn`` of a training DataLoader: stop signals are the run's to handle.
+
+    A DataLoader worker ignores :data:`STOP_SIGNALS` (the main process stops at the
+    next step boundary, saves its checkpoint and ends its workers; a worker whose
+    main process is gone exits by itself), then seeds itself as Lightning's own
+    ``worker_init_fn`` does when the run seeds its workers (``PL_SEED_WORKERS``,
+    set by ``seed_everything(workers=True)``), which a loader's own function
+    replaces.
+
+    Args:
+        worker_id: the worker's index.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if int(os.environ.get('PL_SEED_WORKERS', '0')):
+        pl_worker_init_function(worker_id)
 
 
 class CheckpointOnStop(L.Callback):

@@ -4,6 +4,7 @@ The runs go through the console script in a subprocess, which the test signals
 once training is under way (its first periodic checkpoint is on disk).
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -38,8 +39,15 @@ def _step(run: Path) -> int:
     return int(torch.load(last, weights_only=True)['global_step'])
 
 
-def _stop_mid_run(args: list[str], run: Path, signum: int, env: dict[str, str]):
-    """Start ``dspt-geo ARGS``, signal it after its first checkpoint, wait for it."""
+def _stop_mid_run(
+    args: list[str], run: Path, signum: int, env: dict[str, str], group: bool = False
+):
+    """Start ``dspt-geo ARGS``, signal it after its first checkpoint, wait for it.
+
+    With *group*, the run gets a process group of its own and the whole group is
+    signalled (Ctrl+C in a terminal, ``timeout``, ``scancel``), DataLoader workers
+    included.
+    """
     exe = Path(sys.executable).parent / 'dspt-geo'
     process = subprocess.Popen(
         [str(exe), *args],
@@ -47,6 +55,7 @@ def _stop_mid_run(args: list[str], run: Path, signum: int, env: dict[str, str]):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=group,
     )
     try:
         deadline = time.monotonic() + 240
@@ -54,7 +63,10 @@ def _stop_mid_run(args: list[str], run: Path, signum: int, env: dict[str, str]):
             assert process.poll() is None, process.communicate()[1][-3000:]
             assert time.monotonic() < deadline, 'no first checkpoint in time'
             time.sleep(0.01)
-        process.send_signal(signum)
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
@@ -108,6 +120,29 @@ def test_pretrain_stopped_by_sigterm_resumes(
     with (run / 'metrics.csv').open() as file:
         steps = [int(line.split(',')[0]) for line in list(file)[1:]]
     assert steps == list(range(1, STEPS + 1)), 'no step lost or repeated'
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_workers_and_run_cleanly(
+    optical, subprocess_env, cli_run, tmp_path
+):
+    run = tmp_path / 'run'
+    args = [
+        'pretrain', str(optical), '--out', str(run), *TINY_PRETRAIN,
+        '--steps', str(STEPS), '--checkpoint-every', str(EVERY),
+        '--num-workers', '1',  # the later option wins: one DataLoader worker
+    ]  # fmt: skip
+
+    returncode, stderr = _stop_mid_run(
+        args, run, signal.SIGTERM, subprocess_env, group=True
+    )
+
+    assert 'DataLoader worker' not in stderr, stderr[-3000:]
+    _assert_stopped(returncode, stderr, run, signal.SIGTERM, 'pretrained.safetensors')
+    result = cli_run(*args)
+    assert result.exit_code == 0, result.output
+    _, metadata = load_model_file(run / 'pretrained.safetensors')
+    assert metadata['training']['steps'] == STEPS
 
 
 @pytest.mark.slow
