@@ -1,7 +1,8 @@
 """Whole-scene prediction: :func:`predict_scene`.
 
-The scene is streamed window by window (:mod:`dspt_geo.predict.tiling`) by a reader
-thread that runs a few batches ahead of the model (:mod:`dspt_geo.predict.scene`).
+The scene is streamed window by window (:mod:`dspt_geo.predict.tiling`), read on
+demand on the CPU and by a reader thread that runs a few batches ahead of the model
+for a GPU (:mod:`dspt_geo.predict.scene`).
 Windows are normalised on the model's device exactly as in training
 (:func:`dspt_geo.data.transforms.normalise`) and batched; on CUDA the model runs
 under bf16 autocast. What is written depends on the spec's task: one
@@ -356,17 +357,21 @@ class _Batches:
         stats = self.spec.statistics
 
         def prepare(images: np.ndarray, valid: np.ndarray) -> tuple[Tensor, Tensor]:
-            # Runs in the reader thread: on the CPU the normalisation overlaps with
-            # the model; for a GPU, pinned memory lets the copy run asynchronously.
+            # For a GPU this runs in the reader thread, and pinned memory lets the
+            # copy run asynchronously.
             images_t, valid_t = torch.from_numpy(images), torch.from_numpy(valid)
             if on_cpu:
                 with torch.inference_mode():
                     return normalise(images_t, valid_t, stats), valid_t
             return images_t.pin_memory(), valid_t.pin_memory()
 
+        # On the CPU the model's threads use every core: a reader thread would only
+        # take CPU time and the GIL from them, so batches are read on demand
+        # (issue 16: 0.595 s instead of 0.606 s for the SpaceNet sample).
         batches = iter_batches(
-            self.reader, tiles, self.size, self.batch_size, prepare=prepare
-        )
+            self.reader, tiles, self.size, self.batch_size,
+            prefetch=0 if on_cpu else 2, prepare=prepare,
+        )  # fmt: skip
         for batch in batches:
             if batch.tiles:
                 images, valid = batch.images, batch.valid

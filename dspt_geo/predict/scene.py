@@ -12,8 +12,8 @@ and the scene's differs by more than :data:`RES_TOLERANCE` times, the scene is r
 through a :class:`~rasterio.vrt.WarpedVRT` at the training pixel size (same CRS and
 extent, bilinear resampling), and outputs are written on that grid.
 
-:func:`iter_batches` runs the reads in a thread that stays a few batches ahead of
-the model, skipping windows without a valid pixel.
+:func:`iter_batches` reads batches of windows, skipping windows without a valid
+pixel, in a thread that stays a few batches ahead of the model or on demand.
 """
 
 import logging
@@ -359,26 +359,36 @@ def iter_batches(
     prepare: Callable[[npt.NDArray[np.float32], npt.NDArray[np.bool_]], tuple[Any, Any]]
     | None = None,
 ) -> Iterator[Batch]:
-    """Batches of windows with a valid pixel, read by a thread running ahead.
+    """Batches of windows with a valid pixel, read ahead by a thread or on demand.
 
-    At most *prefetch* batches wait in memory. Closing the generator early stops
-    the thread.
+    With *prefetch* > 0 a thread reads ahead and at most *prefetch* batches wait in
+    memory; closing the generator early stops the thread. With 0 each batch is
+    read in the caller's thread when it is asked for: where the model's threads
+    use every core (the CPU), a reader thread only takes CPU time and the GIL
+    from them (issue 16).
 
     Args:
         reader: the scene.
         tiles: windows in order.
         size: window side in pixels.
         batch_size: windows per batch.
-        prefetch: batches read ahead.
-        prepare: run in the thread on each batch's images and mask (e.g. tensors
-            normalised on the CPU, or pinned for a copy to the GPU).
+        prefetch: batches read ahead by a thread (0: no thread).
+        prepare: run on each batch's images and mask where they are read (e.g.
+            tensors normalised on the CPU, or pinned for a copy to the GPU).
 
     Yields:
         batches in window order.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       *prefetch* 0 reads in the caller's thread (issue 16).
     """
-    ready: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    batches = _read_batches(reader, tiles, size, batch_size, prepare)
+    if prefetch < 1:
+        yield from batches
+        return
+    ready: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
     def put(item: object) -> bool:
@@ -390,47 +400,10 @@ def iter_batches(
                 continue
         return False
 
-    def make(
-        chosen: list[Tile],
-        images: npt.NDArray[np.float32],
-        masks: npt.NDArray[np.bool_],
-        skipped: int,
-    ) -> Batch:
-        if prepare is not None and chosen:
-            return Batch(chosen, *prepare(images, masks), skipped)
-        return Batch(chosen, images, masks, skipped)
-
     def work() -> None:
         try:
-            channels = len(reader.indexes)
-            chosen: list[Tile] = []
-            skipped = 0
-
-            def buffers() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-                return (
-                    np.empty((batch_size, channels, size, size), dtype=np.float32),
-                    np.empty((batch_size, size, size), dtype=bool),
-                )
-
-            # Windows are read straight into the batch (no copy to stack them).
-            images, masks = buffers()
-            for tile in tiles:
-                if stop.is_set():
-                    return
-                slot = len(chosen)
-                reader.read(tile, size, images[slot], masks[slot])
-                if not masks[slot].any():
-                    skipped += 1
-                    continue
-                chosen.append(tile)
-                if len(chosen) == batch_size:
-                    if not put(make(chosen, images, masks, skipped)):
-                        return
-                    chosen, skipped = [], 0
-                    images, masks = buffers()
-            if chosen or skipped:
-                count = len(chosen)
-                if not put(make(chosen, images[:count], masks[:count], skipped)):
+            for batch in batches:
+                if not put(batch):
                     return
             put(_DONE)
         except BaseException as error:  # noqa: BLE001 (re-raised in the consumer)
@@ -449,3 +422,51 @@ def iter_batches(
     finally:
         stop.set()
         thread.join()
+
+
+def _read_batches(
+    reader: SceneReader,
+    tiles: Iterable[Tile],
+    size: int,
+    batch_size: int,
+    prepare: Callable[[npt.NDArray[np.float32], npt.NDArray[np.bool_]], tuple[Any, Any]]
+    | None,
+) -> Iterator[Batch]:
+    """The batches of :func:`iter_batches`, read in the calling thread."""
+
+    def make(
+        chosen: list[Tile],
+        images: npt.NDArray[np.float32],
+        masks: npt.NDArray[np.bool_],
+        skipped: int,
+    ) -> Batch:
+        if prepare is not None and chosen:
+            return Batch(chosen, *prepare(images, masks), skipped)
+        return Batch(chosen, images, masks, skipped)
+
+    channels = len(reader.indexes)
+
+    def buffers() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        return (
+            np.empty((batch_size, channels, size, size), dtype=np.float32),
+            np.empty((batch_size, size, size), dtype=bool),
+        )
+
+    chosen: list[Tile] = []
+    skipped = 0
+    # Windows are read straight into the batch (no copy to stack them).
+    images, masks = buffers()
+    for tile in tiles:
+        slot = len(chosen)
+        reader.read(tile, size, images[slot], masks[slot])
+        if not masks[slot].any():
+            skipped += 1
+            continue
+        chosen.append(tile)
+        if len(chosen) == batch_size:
+            yield make(chosen, images, masks, skipped)
+            chosen, skipped = [], 0
+            images, masks = buffers()
+    if chosen or skipped:
+        count = len(chosen)
+        yield make(chosen, images[:count], masks[:count], skipped)

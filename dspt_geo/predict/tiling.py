@@ -21,7 +21,7 @@ them, so memory grows with the scene width, never with its area.
 """
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -250,8 +250,13 @@ class FinishedRows(NamedTuple):
     """Scene rows that no later window touches: views into the strip.
 
     The views are valid until the accumulator's :meth:`StripAccumulator.advance`
-    generator resumes; :meth:`logits` and :meth:`valid` compute the blend for a
-    range of columns, so that callers can bound their temporaries.
+    (or :meth:`StripAccumulator.add_batch`) generator resumes; :meth:`logits` and
+    :meth:`valid` compute the blend for a range of columns, so that callers can
+    bound their temporaries.
+
+    .. versionchanged:: 0.1
+       No ``seen`` mask: a positive weight sum implies a valid input pixel
+       (weights are the blend weights times the valid mask, issue 16).
     """
 
     #: first scene row.
@@ -260,8 +265,6 @@ class FinishedRows(NamedTuple):
     sums: Tensor
     #: ``(n, width)`` sums of weights.
     weights: Tensor
-    #: ``(n, width)`` valid input pixels.
-    seen: Tensor
 
     @property
     def height(self) -> int:
@@ -273,8 +276,8 @@ class FinishedRows(NamedTuple):
         return self.sums[:, :, cols] / self.weights[:, cols].clamp_min(1e-12)
 
     def valid(self, cols: slice = slice(None)) -> Tensor:
-        """Pixels valid in the input that got a positive weight."""
-        return self.seen[:, cols] & (self.weights[:, cols] > 0)
+        """Pixels valid in the input of a window that gave them a positive weight."""
+        return self.weights[:, cols] > 0
 
 
 class StripAccumulator:
@@ -282,10 +285,20 @@ class StripAccumulator:
 
     Windows must arrive in row-major order (as :class:`TileGrid` yields them).
     Before adding a window that starts at row ``r``, call :meth:`advance` with
-    ``r``: rows above it are finished and come back blended. Memory is
-    ``(channels + 1) * size * width`` floats plus a bool mask of ``size * width``.
+    ``r``: rows above it are finished and come back blended;
+    :meth:`add_batch` does both for a batch of windows. Memory is
+    ``(channels + 1) * size * width`` floats.
+
+    The weight sums are held as one more channel after the logits' and are
+    accumulated by the same fused multiply-add (a window's logits extended by a
+    channel of ones, times its weights), so a window costs one tensor operation
+    (issue 16: per-window operations were most of the blending's time); ``1 * w``
+    is exact, so the sums are those of adding the weights on their own.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       Added :meth:`add_batch`; weight sums share the logits' buffer (issue 16).
     """
 
     def __init__(
@@ -308,17 +321,17 @@ class StripAccumulator:
         self.height = height
         self.width = width
         self.size = size
+        self.channels = channels
         self.top = 0
-        self.sums = torch.zeros(channels, size, width, device=device)
-        self.weights = torch.zeros(size, width, device=device)
-        self.valid = torch.zeros(size, width, dtype=torch.bool, device=device)
+        #: weighted logit sums (``channels``), then the weight sums (the last).
+        self.buffer = torch.zeros(channels + 1, size, width, device=device)
+        #: the strip's view of each window place (the strip is shifted in place).
+        self._views: dict[tuple[int, int, int, int], Tensor] = {}
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the strip."""
-        return sum(
-            t.numel() * t.element_size() for t in (self.sums, self.weights, self.valid)
-        )
+        return self.buffer.numel() * self.buffer.element_size()
 
     def add(self, tile: Tile, logits: Tensor, weights: Tensor, valid: Tensor) -> None:
         """Add one window's logits.
@@ -334,17 +347,46 @@ class StripAccumulator:
             ValueError: If the window lies above the rows already flushed or below
                 the strip (windows out of row-major order).
         """
+        self._add(tile, _with_ones(logits[None])[0], weights * valid)
+
+    def add_batch(
+        self, tiles: Sequence[Tile], logits: Tensor, weights: Tensor
+    ) -> Iterator[FinishedRows]:
+        """Add windows in row-major order, handing back the rows they finish.
+
+        Args:
+            tiles: the windows, in row-major order, none above :attr:`top`.
+            logits: ``(B, channels, size, size)`` float logits.
+            weights: ``(B, size, size)`` blend weights times the valid masks.
+
+        Yields:
+            finished rows (see :meth:`advance`), before the window that finishes
+            them is added.
+
+        Raises:
+            ValueError: If a window lies above the rows already flushed.
+        """
+        for tile, window, weight in zip(
+            tiles, _with_ones(logits).unbind(0), weights.unbind(0), strict=True
+        ):
+            yield from self.advance(tile.row)
+            self._add(tile, window, weight)
+
+    def _add(self, tile: Tile, window: Tensor, weight: Tensor) -> None:
+        """Add ``window * weight`` (logits and a channel of ones) at *tile*."""
         offset = tile.row - self.top
         if offset < 0 or offset + tile.height > self.size:
             msg = f'window at row {tile.row} outside the strip at rows {self.top}+{self.size}'
             raise ValueError(msg)
         h, w = tile.height, tile.width
-        rows = slice(offset, offset + h)
-        cols = slice(tile.col, tile.col + w)
-        weight = weights[:h, :w] * valid[:h, :w]
-        self.sums[:, rows, cols].addcmul_(logits[:, :h, :w], weight)
-        self.weights[rows, cols].add_(weight)
-        self.valid[rows, cols].logical_or_(valid[:h, :w])
+        place = (offset, tile.col, h, w)
+        view = self._views.get(place)
+        if view is None:
+            view = self.buffer[:, offset : offset + h, tile.col : tile.col + w]
+            self._views[place] = view
+        if (h, w) != window.shape[-2:]:
+            window, weight = window[:, :h, :w], weight[:h, :w]
+        view.addcmul_(window, weight)
 
     def advance(self, row: int) -> Iterator[FinishedRows]:
         """Hand back the rows above *row* (no later window may touch them).
@@ -356,14 +398,18 @@ class StripAccumulator:
             finished rows, top to bottom, at most :attr:`size` at a time.
         """
         row = min(row, self.height)
+        buffer, channels = self.buffer, self.channels
         while self.top < row:
             n = min(row - self.top, self.size)
-            yield FinishedRows(
-                self.top, self.sums[:, :n], self.weights[:n], self.valid[:n]
-            )
+            yield FinishedRows(self.top, buffer[:channels, :n], buffer[channels, :n])
             # Shift the strip up by n rows (clone: the slices overlap).
-            for buffer in (self.sums, self.weights, self.valid):
-                rest = buffer[..., n:, :].clone()
-                buffer[..., : self.size - n, :] = rest
-                buffer[..., self.size - n :, :] = 0
+            rest = buffer[:, n:].clone()
+            buffer[:, : self.size - n] = rest
+            buffer[:, self.size - n :] = 0
             self.top += n
+
+
+def _with_ones(logits: Tensor) -> Tensor:
+    """``(B, K, H, W)`` logits followed by a channel of ones: ``(B, K + 1, H, W)``."""
+    ones = logits.new_ones((logits.shape[0], 1, *logits.shape[2:]))
+    return torch.cat((logits, ones), dim=1)

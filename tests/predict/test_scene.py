@@ -8,6 +8,7 @@ import rasterio
 
 from dspt_geo.errors import IncompatibleRasterError
 from dspt_geo.predict import PredictionSpec, SceneReader, predict_scene, select_bands
+from dspt_geo.predict.scene import iter_batches
 from dspt_geo.predict.tiling import TileGrid
 
 from .conftest import ConvNet, ValueClassifier
@@ -77,6 +78,66 @@ def test_windows_read_by_rows_equal_their_own_reads(
             np.testing.assert_array_equal(valid, expected)
             invalid += int((~valid).sum())
     assert invalid >= 4 * 27, 'the nodata band is masked'
+
+
+@pytest.mark.parametrize(
+    ('dtype', 'nodata', 'crs', 'size'),
+    [
+        ('uint16', 0, 'EPSG:32633', 16),
+        ('float32', -9999.0, 'EPSG:4326', 16),
+        ('uint8', 0, 'EPSG:3857', 64),  # the scene is smaller than a window
+    ],
+)
+def test_batches_read_on_demand_equal_the_reader_thread(
+    raster_writer: Callable[..., Path],
+    make_spec: Callable[..., PredictionSpec],
+    rng: np.random.Generator,
+    dtype: str,
+    nodata: float,
+    crs: str,
+    size: int,
+) -> None:
+    # On the CPU batches are read in the caller's thread (prefetch 0, issue 16):
+    # the same batches, skips and values as the reader thread's.
+    data = rng.integers(1, 50, (3, 45, 37)).astype(dtype)
+    data[:, :20, :] = nodata  # whole windows without a valid pixel are skipped
+    data[:, 30:33, 5:9] = nodata
+    if dtype == 'float32':
+        data[2, 40, 30] = np.nan
+    path = raster_writer('s.tif', data, nodata=nodata, crs=crs, res=0.001)
+    tiles = list(TileGrid(45, 37, size, 4))
+    with SceneReader(path, make_spec()) as reader:
+        read = {
+            prefetch: list(iter_batches(reader, tiles, size, 3, prefetch=prefetch))
+            for prefetch in (0, 2)
+        }
+    assert len(read[0]) == len(read[2]) >= 1
+    for ahead, now in zip(read[2], read[0], strict=True):
+        assert now.tiles == ahead.tiles and now.skipped == ahead.skipped
+        np.testing.assert_array_equal(now.images, ahead.images)
+        np.testing.assert_array_equal(now.valid, ahead.valid)
+    windows = sum(len(b.tiles) + b.skipped for b in read[0])
+    skipped = sum(b.skipped for b in read[0])
+    assert windows == len(tiles)
+    assert skipped >= (1 if size < 45 else 0), 'windows without valid pixels skipped'
+    assert all(b.valid.any(axis=(1, 2)).all() for b in read[0] if b.tiles)
+
+
+def test_batches_read_on_demand_stop_with_their_consumer(
+    raster_writer: Callable[..., Path],
+    make_spec: Callable[..., PredictionSpec],
+    rng: np.random.Generator,
+) -> None:
+    path = raster_writer('s.tif', rng.integers(1, 50, (3, 64, 64)).astype('uint8'))
+    tiles = list(TileGrid(64, 64, 16, 4))
+    with SceneReader(path, make_spec()) as reader:
+        batches = iter_batches(reader, tiles, 16, 2, prefetch=0)
+        first = next(batches)
+        batches.close()
+        assert first.tiles == tiles[:2]
+        assert reader._strip is not None and reader._strip[0][0] == 0, (
+            'nothing was read beyond the first row of windows'
+        )
 
 
 def test_complex_sar_is_converted_by_the_model_sar_mode(

@@ -19,6 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 from dspt_geo.data.transforms import normalise
 from dspt_geo.errors import DsptGeoError, IncompatibleRasterError, RasterReadError
 from dspt_geo.predict import PredictionSpec, predict_scene
+from dspt_geo.predict.outputs import first_max_index
 from dspt_geo.predict.run import PROBABILITY_SCALE
 
 from .conftest import ConvNet, ValueClassifier
@@ -425,3 +426,27 @@ def test_tile_auto_equals_the_default_tiling(
     differs = first != second
     assert not differs.any() or gap[differs].max() < 1e-4, 'only float ties may differ'
     assert auto.valid_pixels == default.valid_pixels
+
+
+@pytest.mark.parametrize('classes', [1, 2, 3, 7])
+def test_first_max_index_is_torch_max_index(classes: int) -> None:
+    # Rows' classes come from one comparison per class (issue 16); they must be
+    # torch.max's indices, the first of equal maxima included.
+    generator = torch.Generator().manual_seed(classes)
+    logits = torch.randint(-3, 4, (classes, 48, 90), generator=generator).float()
+    logits[:, 0, 0] = 2.0  # all classes tie
+    logits[:, 0, 1] = torch.linspace(-1, 1, classes)  # the last is largest
+    logits[-1, 1, :5] = -0.0  # signed zeros tie with zeros
+    logits[0, 1, :5] = 0.0
+    expected = logits.max(dim=0).indices
+    found = first_max_index(logits)
+    assert found.dtype == torch.uint8
+    assert torch.equal(found.long(), expected)
+    assert found[0, 0] == 0 and found[0, 1] == classes - 1
+    if classes > 1:
+        assert (found > 0).any(), 'not all first'
+        with_nan = logits.clone()
+        with_nan[1, 2, 3] = float('nan')
+        assert torch.equal(
+            first_max_index(with_nan).long(), with_nan.max(dim=0).indices
+        )

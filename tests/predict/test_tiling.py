@@ -141,7 +141,7 @@ def test_strip_memory_is_bounded_by_window_rows_times_width() -> None:
     small = StripAccumulator(channels=4, height=2_000, width=3_000, size=64)
     huge = StripAccumulator(channels=4, height=2_000_000, width=3_000, size=64)
 
-    expected = (4 + 1) * 64 * 3_000 * 4 + 64 * 3_000  # float sums + weights, bool mask
+    expected = (4 + 1) * 64 * 3_000 * 4  # float sums of 4 classes and of weights
     assert small.nbytes == huge.nbytes == expected, 'the scene height does not count'
 
 
@@ -188,3 +188,54 @@ def test_tile_candidates_stay_on_the_patch_grid_and_inside_the_scene(
     assert sizes == expected
     assert all(s % patch == 0 for s in sizes[1:])
     assert sizes == sorted(set(sizes))
+
+
+def test_a_batch_of_windows_adds_as_its_windows_one_by_one() -> None:
+    # add_batch (weights times masks for the batch, one fused multiply-add per
+    # window into logits and weight sums, issue 16) gives the same bits as add.
+    height, width, size, overlap = 77, 101, 32, 8
+    tiles = list(TileGrid(height, width, size, overlap))
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(len(tiles), 3, size, size, generator=generator)
+    valid = torch.rand(len(tiles), size, size, generator=generator) > 0.2
+    valid[3] = False  # a window without valid pixels
+    weights = torch.stack(
+        [torch.from_numpy(blend_weights(size, overlap, t)) for t in tiles]
+    )
+
+    def finished(rows: FinishedRows) -> tuple[int, torch.Tensor, torch.Tensor]:
+        return rows.row, rows.logits().clone(), rows.valid().clone()
+
+    one = StripAccumulator(3, height, width, size)
+    by_window = []
+    for i, tile in enumerate(tiles):
+        by_window += [finished(r) for r in one.advance(tile.row)]
+        one.add(tile, logits[i], weights[i], valid[i])
+    by_window += [finished(r) for r in one.advance(height)]
+
+    batched = StripAccumulator(3, height, width, size)
+    by_batch = []
+    for start in range(0, len(tiles), 5):  # batches straddle rows of windows
+        part = slice(start, start + 5)
+        rows = batched.add_batch(tiles[part], logits[part], weights[part] * valid[part])
+        by_batch += [finished(r) for r in rows]
+    by_batch += [finished(r) for r in batched.advance(height)]
+
+    assert [r[0] for r in by_batch] == [r[0] for r in by_window]
+    for (_, a, a_valid), (_, b, b_valid) in zip(by_window, by_batch, strict=True):
+        assert torch.equal(a, b) and torch.equal(a_valid, b_valid)
+    masks = torch.cat([r[2] for r in by_batch])
+    assert masks.any() and not masks.all(), 'invalid pixels stay invalid'
+
+
+def test_finished_rows_are_valid_where_a_valid_pixel_got_weight() -> None:
+    size = 16
+    (tile,) = TileGrid(10, 12, size, 4)  # one window, padded
+    valid = torch.zeros(size, size, dtype=torch.bool)
+    valid[2:5, 3:9] = True
+    valid[12:, 12:] = True  # padding: outside the scene, never written
+    strip = StripAccumulator(2, 10, 12, size)
+    strip.add(tile, torch.randn(2, size, size), torch.ones(size, size), valid)
+    rows = next(strip.advance(10))  # views valid until the generator resumes
+    assert torch.equal(rows.valid(), valid[:10, :12])
+    assert (rows.logits()[:, ~valid[:10, :12]] == 0).all()
