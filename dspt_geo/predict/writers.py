@@ -74,6 +74,10 @@ _STAGING_ROWS = 16
 #: raster of the SpaceNet sample: 20 ms with all CPUs, 15 ms with one, 2 cores).
 _ONE_THREAD_TILES = 16
 
+#: COGs of at most this many of their tiles are staged in memory (at most 16 MB
+#: per uint8 band), larger ones in a striped, compressed temporary GeoTIFF.
+_MEMORY_TILES = 16
+
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
     """A hidden, unique sibling of *path* with the same extension."""
@@ -209,23 +213,27 @@ class CogWriter:
         self.blocksize = blocksize
         self._staging = temp_path(self.path.with_suffix('.tif'))
         self._final = temp_path(self.path)
-        self._dst = rasterio.open(
-            self._staging,
-            'w',
-            driver='GTiff',
-            width=width,
-            height=height,
-            count=count,
-            dtype=dtype,
-            crs=crs,
-            transform=transform,
-            nodata=nodata,
-            tiled=False,
-            blockysize=_STAGING_ROWS,
-            compress='zstd',
-            zstd_level=1,
-            bigtiff='if_safer',
-        )
+        self._tiles = -(-width // blocksize) * -(-height // blocksize)
+        profile: dict[str, Any] = {
+            'width': width, 'height': height, 'count': count, 'dtype': dtype,
+            'crs': crs, 'transform': transform, 'nodata': nodata,
+        }  # fmt: skip
+        if self._tiles <= _MEMORY_TILES:
+            # A small raster is staged in memory: no striped file to write and
+            # decode again (the 900 px sample's COG: 19.9 ms instead of 25.4 ms).
+            self._dst = rasterio.open(self._staging.name, 'w', driver='MEM', **profile)
+        else:
+            self._dst = rasterio.open(
+                self._staging,
+                'w',
+                driver='GTiff',
+                tiled=False,
+                blockysize=_STAGING_ROWS,
+                compress='zstd',
+                zstd_level=1,
+                bigtiff='if_safer',
+                **profile,
+            )
         try:
             for band, description in enumerate(descriptions, start=1):
                 self._dst.set_band_description(band, description)
@@ -265,12 +273,13 @@ class CogWriter:
         Returns:
             the final path.
         """
-        tiles = -(-self.width // self.blocksize) * -(-self.height // self.blocksize)
-        threads = 1 if tiles <= _ONE_THREAD_TILES else 'ALL_CPUS'
+        threads = 1 if self._tiles <= _ONE_THREAD_TILES else 'ALL_CPUS'
         try:
-            self._dst.close()
+            in_memory = self._dst.driver == 'MEM'
+            if not in_memory:
+                self._dst.close()
             rasterio.shutil.copy(
-                self._staging,
+                self._dst if in_memory else self._staging,
                 self._final,
                 driver='COG',
                 COMPRESS=self.compress.upper(),
@@ -284,6 +293,7 @@ class CogWriter:
                 BIGTIFF='IF_SAFER',
                 NUM_THREADS=threads,
             )
+            self._dst.close()
             _remove(self._staging)
             # Whatever GDAL kept aside (PAM) would be lost with the temporary name.
             self._final.with_name(self._final.name + '.aux.xml').unlink(missing_ok=True)
