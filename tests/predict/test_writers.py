@@ -10,7 +10,9 @@ from dspt_geo.predict import writers
 from dspt_geo.predict.writers import CogWriter
 
 
-def _write_cog(path: Path, data: np.ndarray, crs: str, **kwargs: object) -> Path:
+def _write_cog(
+    path: Path, data: np.ndarray, crs: str, **kwargs: object
+) -> tuple[Path, str]:
     count, height, width = data.shape
     writer = CogWriter(
         path,
@@ -25,7 +27,8 @@ def _write_cog(path: Path, data: np.ndarray, crs: str, **kwargs: object) -> Path
     )
     for row in range(0, height, 37):  # rows in strips, as predict finishes them
         writer.write(row, data[:, row : row + 37])
-    return writer.commit()
+    staged = writer._dst.driver
+    return writer.commit(), staged
 
 
 def _read(path: Path) -> tuple[object, ...]:
@@ -66,9 +69,11 @@ def test_memory_and_file_staging_give_the_same_cog(
     else:
         extra['scales'] = [0.005] * count
         extra['descriptions'] = tuple(f'c{i}' for i in range(count))
-    memory = _write_cog(tmp_path / 'memory.tif', data, crs, **extra)
-    monkeypatch.setattr(writers, '_MEMORY_TILES', 0)
-    on_disk = _write_cog(tmp_path / 'file.tif', data, crs, **extra)
+    memory, staged = _write_cog(tmp_path / 'memory.tif', data, crs, **extra)
+    assert staged == 'MEM'
+    monkeypatch.setattr(writers, '_MEMORY_PIXELS', 0)
+    on_disk, staged = _write_cog(tmp_path / 'file.tif', data, crs, **extra)
+    assert staged == 'GTiff'
 
     a, b = _read(memory), _read(on_disk)
     np.testing.assert_array_equal(a[0], data)
