@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..dataset import SensorDataset
 from .rasters import RasterLabels
-from .vectors import VectorLabels
+from .vectors import VectorLabels, chip_pixel_boxes
 
 __all__ = ('HeldCell', 'SceneMemory', 'cell_bytes', 'on_cell_grid')
 
@@ -310,16 +310,6 @@ class SceneMemory:
             if self.min_visible > 0:  # too little of it inside: as if empty
                 whole = shapely.area(self.labels.geometries[objects[cut]])
                 empty[cut] |= shapely.area(clipped) < self.min_visible * whole
-        xres = (right - left) / shape[1]
-        yres = (top - bottom) / shape[0]
-        pixel = np.stack(
-            [
-                (found[:, 0] - left) / xres,
-                (top - found[:, 3]) / yres,
-                (found[:, 2] - left) / xres,
-                (top - found[:, 1]) / yres,
-            ],
-            axis=1,
-        ).reshape(-1, 4)
+        pixel = chip_pixel_boxes(found, bounds, shape)
         keep = ~empty & (pixel[:, 2] > pixel[:, 0]) & (pixel[:, 3] > pixel[:, 1])
         return pixel[keep].astype(np.float32), self.labels.classes[objects][keep]

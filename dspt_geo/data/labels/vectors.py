@@ -31,6 +31,7 @@ __all__ = (
     'TABLE_EXTENSIONS',
     'VECTOR_EXTENSIONS',
     'VectorLabels',
+    'chip_pixel_boxes',
     'class_column_values',
     'find_column',
     'read_table',
@@ -283,6 +284,36 @@ def _fmt(bounds: npt.ArrayLike) -> str:
     return '(' + ', '.join(f'{v:.6g}' for v in np.asarray(bounds).tolist()) + ')'
 
 
+def chip_pixel_boxes(
+    boxes: npt.NDArray[np.float64],
+    bounds: tuple[float, float, float, float],
+    shape: tuple[int, int],
+) -> npt.NDArray[np.float64]:
+    """Map boxes as pixel boxes of a chip.
+
+    Args:
+        boxes: (N, 4) ``minx, miny, maxx, maxy`` in the chip's CRS.
+        bounds: (left, bottom, right, top) of the chip.
+        shape: (height, width) of the chip.
+
+    Returns:
+        (N, 4) ``x0, y0, x1, y1`` in pixels, (0, 0) the chip's top-left corner.
+    """
+    left, bottom, right, top = bounds
+    boxes = boxes.reshape(-1, 4)
+    xres = (right - left) / shape[1]
+    yres = (top - bottom) / shape[0]
+    return np.stack(
+        [
+            (boxes[:, 0] - left) / xres,
+            (top - boxes[:, 3]) / yres,
+            (boxes[:, 2] - left) / xres,
+            (top - boxes[:, 1]) / yres,
+        ],
+        axis=1,
+    ).reshape(-1, 4)
+
+
 class VectorLabels:
     """Labelled geometries in the images' CRS, rasterised or boxed per chip.
 
@@ -414,20 +445,8 @@ class VectorLabels:
             corner), and the (N,) class indices.
         """
         hits = self._hits(bounds)
-        left, bottom, right, top = bounds
         clipped = shapely.clip_by_rect(self.geometries[hits], *bounds)
-        boxes = shapely.bounds(clipped).reshape(-1, 4)
-        xres = (right - left) / shape[1]
-        yres = (top - bottom) / shape[0]
-        pixel = np.stack(
-            [
-                (boxes[:, 0] - left) / xres,
-                (top - boxes[:, 3]) / yres,
-                (boxes[:, 2] - left) / xres,
-                (top - boxes[:, 1]) / yres,
-            ],
-            axis=1,
-        ).reshape(-1, 4)
+        pixel = chip_pixel_boxes(shapely.bounds(clipped), bounds, shape)
         keep = (
             ~shapely.is_empty(clipped)
             & (pixel[:, 2] > pixel[:, 0])
