@@ -312,9 +312,8 @@ class FinetuneDataModule(L.LightningDataModule):
             augment: augment training batches.
             band_jitter: classify: per-band gain and offset, and blur.
             random_erase: classify: probability of erasing a rectangle.
-            memory_budget: bytes the training and validation chips
-                (:func:`hold_chips_in_memory`) or scene cells
-                (:func:`hold_scenes_in_memory`) may take in memory; 0: read every
+            memory_budget: bytes the training and validation chips or scene
+                cells may take in memory (:func:`hold_in_memory`); 0: read every
                 sample from its file.
 
         .. versionchanged:: 0.1
@@ -342,9 +341,7 @@ class FinetuneDataModule(L.LightningDataModule):
         )
         #: Whether the training samples come from memory (then loaded in this
         #: process: a worker would only take CPU time from the step).
-        self.in_memory = hold_chips_in_memory(
-            data, memory_budget
-        ) or hold_scenes_in_memory(data, memory_budget)
+        self.in_memory = hold_in_memory(data, memory_budget)
         self.val = (
             evaluation_dataset(data.val, overlap) if data.val is not None else None
         )
@@ -425,72 +422,58 @@ class FinetuneDataModule(L.LightningDataModule):
         return batch
 
 
-def hold_chips_in_memory(data: LabelledData, budget: int) -> bool:
-    """Decode classification chips once into memory when they fit in *budget* bytes.
-
-    Few-label chip sets are small and run many epochs (EuroSAT RGB, 4,000 chips of
-    64 px: 49 MB); held in memory, a sample is an index and a copy instead of a
-    file read and decode, and the training loader runs in the main process
-    without taking CPU time from the step. The training chips come first, then
-    the validation chips if the rest of the budget holds them.
-
-    Returns:
-        whether the training chips are held in memory.
-    """
-    if data.task != 'classify' or budget <= 0:
-        return False
-    held = []
-    for name, dataset in (('training', data.train), ('validation', data.val)):
-        if not isinstance(dataset, ChipClassificationDataset):
-            continue
-        need = dataset.memory_bytes()
-        if need is not None and dataset.hold_in_memory(budget):
-            budget -= need
-            held.append(f'{len(dataset)} {name} chips ({need / 2**20:.0f} MB)')
-    if held:
-        logger.info(
-            'classification chips decoded once and held in memory: %s '
-            '(--chip-memory, the training loader runs without workers)',
-            ', '.join(held),
-        )
-    return isinstance(data.train, ChipClassificationDataset) and (
-        data.train.memory is not None
-    )
+#: What :func:`hold_in_memory` holds per task kind, and how the log names it.
+_HELD = {
+    'chips': (ChipClassificationDataset, 'classification chips decoded once'),
+    'cells': (SceneDataset, 'scene cells read once'),
+}
 
 
-def hold_scenes_in_memory(data: LabelledData, budget: int) -> bool:
-    """Read scene cells once into memory when they fit in *budget* bytes.
+def hold_in_memory(data: LabelledData, budget: int) -> bool:
+    """Hold the training, then the validation data in memory when they fit *budget*.
 
-    On a small scene an epoch is a few steps, and every chip was a file read, a
-    rasterisation or a spatial query in a worker started anew each epoch (issue
-    15); held in memory (:meth:`~dspt_geo.data.labels.SceneDataset.hold_in_memory`),
-    a chip is an array slice and the training loader runs in the main process.
-    The training cells come first, then the validation cells if the rest of the
-    budget holds them.
+    Classification chips are decoded once into one array (few-label chip sets are
+    small and run many epochs: EuroSAT RGB, 4,000 chips of 64 px, 49 MB); scene
+    cells are read once (:meth:`~dspt_geo.data.labels.SceneDataset.hold_in_memory`;
+    on a small scene an epoch is a few steps, and every chip was a file read, a
+    rasterisation or a spatial query in a worker started anew each epoch, issue
+    15). A sample is then an index and a copy, or an array slice, and the training
+    loader runs in the main process without taking CPU time from the step. The
+    validation data is held if the rest of the budget holds it. Where the training
+    scene is not held, the log says why.
+
+    Args:
+        data: the opened labelled data.
+        budget: bytes the data may take (0: none is held).
 
     Returns:
-        whether the training cells are held in memory.
+        whether the training data is held in memory.
     """
     if budget <= 0:
         return False
+    unit = 'chips' if data.task == 'classify' else 'cells'
+    kind, what = _HELD[unit]
     held = []
     for name, dataset in (('training', data.train), ('validation', data.val)):
-        if not isinstance(dataset, SceneDataset) or not dataset.hold_in_memory(budget):
+        if not isinstance(dataset, kind):
             continue
-        assert dataset.memory is not None  # just held
-        budget -= dataset.memory.nbytes
-        held.append(
-            f'{len(dataset.memory.cells)} {name} cells '
-            f'({dataset.memory.nbytes / 2**20:.0f} MB)'
-        )
+        need = dataset.memory_bytes()
+        if need is None or not dataset.hold_in_memory(budget):
+            continue
+        budget -= need
+        count = len(dataset) if unit == 'chips' else len(dataset.memory.cells)  # type: ignore[union-attr]
+        held.append(f'{count} {name} {unit} ({need / 2**20:.0f} MB)')
     if held:
         logger.info(
-            'scene cells read once and held in memory: %s (--chip-memory, the '
-            'training loader runs without workers)',
+            '%s and held in memory: %s (--chip-memory, the training loader runs '
+            'without workers)',
+            what,
             ', '.join(held),
         )
     train = data.train
-    if isinstance(train, SceneDataset) and train.memory is None:
+    if not isinstance(train, kind):
+        return False
+    if train.memory is None and unit == 'cells':
         need = train.memory_bytes()
         logger.info(
             'training scene chips are read from the files: %s',
@@ -498,7 +481,7 @@ def hold_scenes_in_memory(data: LabelledData, budget: int) -> bool:
             if need is None
             else f'its cells need {need / 2**20:.0f} MB, more than --chip-memory',
         )
-    return isinstance(train, SceneDataset) and train.memory is not None
+    return train.memory is not None
 
 
 def augment_batch(
