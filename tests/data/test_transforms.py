@@ -4,9 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dspt_geo.data.statistics import BandStatistics
 from dspt_geo.data.transforms import (
     band_jitter,
     flip_rotate,
+    normalise,
     random_resized_crop,
     scale_crop,
     scale_jitter,
@@ -314,3 +316,33 @@ def test_flip_rotate_gives_each_sample_one_of_the_flips_and_turns(size, count):
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) == count  # 8 on square images; 4 (no quarter turn) otherwise
+
+
+@pytest.mark.parametrize('batched', [True, False])
+def test_normalise_standardises_bands_and_zeroes_nodata_nan_and_infinities(batched):
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(4, 3, 8, 8, generator=generator) * 1000
+    images[0, 1, 2, 3] = float('nan')
+    images[1, 0, 0, 0] = float('inf')
+    images[2, 2, 5, 5] = -float('inf')
+    valid = torch.rand(4, 8, 8, generator=generator) > 0.2
+    stats = BandStatistics(
+        bands=('a', 'b', 'c'),
+        mean=(100.0, 500.0, 900.0),
+        std=(10.0, 200.0, 0.0),
+        p02=(0.0,) * 3,
+        p50=(0.0,) * 3,
+        p98=(0.0,) * 3,
+        pixels=256,
+    )
+    if not batched:
+        images, valid = images[0], valid[0]
+    out = normalise(images.clone(), valid, stats)
+    mean = torch.tensor([100.0, 500.0, 900.0]).view(-1, 1, 1)
+    std = torch.tensor([10.0, 200.0, 1e-6]).view(-1, 1, 1)
+    expected = (images - mean) / std
+    keep = valid.unsqueeze(-3) & expected.isfinite()
+    assert torch.equal(out[keep], expected[keep])
+    assert (out[~keep] == 0).all()
+    assert out.isfinite().all()
+    assert out.shape == images.shape
