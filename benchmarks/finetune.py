@@ -7,11 +7,12 @@ folders for classify):
 (c) the loop: ``dspt_geo.train.finetune`` with its default heads (or ``--head-arg``),
     timed from its 5th optimiser step to the last, validation excluded; the run
     validates once at its end and that validation is timed on its own;
-(b) the bare task step: the model the loop built (rebuilt from its model file's
-    config), the task's training loss (``FinetuneTask.training_step``, with
-    segmentation's auxiliary head), backward and
-    AdamW (the loop's implementation: fused where it can be), on real training
-    batches the loop produced, kept in memory;
+(b) the bare task step: the model the loop trained (rebuilt from its model file:
+    config and weights), the task's training loss (``FinetuneTask.training_step``, with
+    segmentation's auxiliary head), backward and the loop's optimiser
+    (``FinetuneTask.optimizer``: fused AdamW over the layer-wise decay groups), on
+    the loop's own training batches, kept in memory: warmed up on its first two,
+    timed over the ones the loop timed, in its order;
 (a) the encoder alone: the same encoder, forward + backward of the mean of its
     tokens and AdamW, on the same images.
 
@@ -50,7 +51,6 @@ from dspt_geo.train.finetune import FinetuneTask
 from dspt_geo.train.optim import adamw
 
 _WARMUP = 5
-_BATCHES = 4  # real training batches kept for the bare steps
 _SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 _CPU_MODEL = ('vit_tiny_patch16_224', {'depth': 6}, 8)  # the README's CPU encoder
 _GPU_MODEL = ('vit_base_patch16_224', {}, 16)
@@ -104,8 +104,7 @@ class LoopTimer(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int
     ) -> None:
-        if len(self.batches) < _BATCHES:
-            self.batches.append(_detach(batch))
+        self.batches.append(_detach(batch))
         if trainer.global_step == _WARMUP and self.start is None:
             self.start = self._now()
         self._marks['start'] = self._now()
@@ -192,31 +191,29 @@ def run_loop(task: str, size: int, args: argparse.Namespace, run: Path) -> LoopT
     return timer
 
 
-def _adamw(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The loop's AdamW implementation (fused where it can be), one group."""
-    return adamw(model.parameters(), lr=1e-4)
+def _timed(step: Any, batches: list[dict[str, Any]]) -> float:
+    """Images/s of *step* over the loop's timed batches, after 2 warm-up steps.
 
-
-def _timed(step: Any, batches: list[dict[str, Any]], steps: int) -> float:
-    """Images/s of *step* over the batches, after 2 warm-up steps."""
-    images = 0
-    for i in range(steps + 2):
-        if i == 2:
-            start = LoopTimer._now()
-            images = 0
-        batch = batches[i % len(batches)]
+    The timed batches are the ones the loop timed, in its order: a detector's step
+    costs more on chips with more objects, so a few batches would not do.
+    """
+    for batch in batches[:2]:
         step(batch)
-        images += batch['image'].shape[0]
+    start = LoopTimer._now()
+    for batch in batches[_WARMUP:]:
+        step(batch)
+    images = sum(batch['image'].shape[0] for batch in batches[_WARMUP:])
     return images / (LoopTimer._now() - start)
 
 
 def bare_steps(
     model_config: dict[str, Any],
     class_names: list[str],
+    state: dict[str, torch.Tensor],
     batches: list[dict[str, Any]],
     args: argparse.Namespace,
-) -> tuple[float, float]:
-    """Images/s of (a) the encoder step and (b) the task model step."""
+) -> tuple[float, float, dict[str, float]]:
+    """Images/s of (a) the encoder step and (b) the task model step; (b)'s phases (ms)."""
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     dtype = torch.bfloat16 if 'bf16' in (args.precision or '') else None
     batches = [
@@ -230,10 +227,18 @@ def bare_steps(
         }
         for batch in batches
     ]
-    task = FinetuneTask(model_config, class_names).to(device).train()
+    task = FinetuneTask(model_config, class_names)
+    # The loop's trained weights: a detector's proposals, and so its heads' work,
+    # change as it learns.
+    task.model.load_state_dict(state)
+    task.to(device).train()
     encoder = task.model.encoder
-    # The task, not only its model: segmentation's auxiliary head trains too.
-    optimizers = {'task': _adamw(task), 'encoder': _adamw(encoder)}
+    # The loop's optimiser and groups (layer-wise decay; segmentation's auxiliary
+    # head trains too); the encoder alone with one group.
+    optimizers = {
+        'task': task.optimizer(),
+        'encoder': adamw(encoder.parameters(), 1e-4),
+    }
 
     def encoder_step(batch: dict[str, Any]) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -243,16 +248,28 @@ def bare_steps(
         optimizers['encoder'].zero_grad(set_to_none=True)
 
     def task_step(batch: dict[str, Any]) -> None:
+        start = LoopTimer._now()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = task.training_step(batch, 0)
+        backward = LoopTimer._now()
         loss.backward()
+        step = LoopTimer._now()
         optimizers['task'].step()
         optimizers['task'].zero_grad(set_to_none=True)
+        end = LoopTimer._now()
+        for phase, seconds in zip(
+            ('forward', 'backward', 'optimiser'),
+            (backward - start, step - backward, end - step),
+            strict=True,
+        ):
+            phases[phase].append(seconds)
 
-    return (
-        _timed(encoder_step, batches, args.steps),
-        _timed(task_step, batches, args.steps),
-    )
+    phases: dict[str, list[float]] = {'forward': [], 'backward': [], 'optimiser': []}
+    encoder_speed = _timed(encoder_step, batches)
+    task_speed = _timed(task_step, batches)
+    timed = slice(2, None)  # after the warm-up steps
+    ms = {k: 1000 * sum(v[timed]) / len(v[timed]) for k, v in phases.items()}
+    return encoder_speed, task_speed, ms
 
 
 def _heads(values: list[str]) -> dict[str, dict[str, Any]]:
@@ -327,15 +344,16 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     run = Path(tmp) / 'run'
                     loops.append(run_loop(task, size, args, run))
-                    _, metadata = load_model_file(run / 'model.safetensors')
+                    state, metadata = load_model_file(run / 'model.safetensors')
                 # --val-every is respected: one validation, at the last step
                 assert len(loops[-1].val_seconds) == 1, loops[-1].val_seconds
                 config = metadata['model_config']
                 names = [c['name'] for c in metadata['classes']]
-                runs.append(bare_steps(config, names, loops[0].batches, args))
+                runs.append(bare_steps(config, names, state, loops[0].batches, args))
             timer = max(loops, key=LoopTimer.speed)
             looped = timer.speed()
-            encoder, bare = (max(speeds) for speeds in zip(*runs, strict=True))
+            encoder = max(run[0] for run in runs)
+            bare, bare_ms = max((run[1], run[2]) for run in runs)
             val = timer.val_seconds[0]
             epoch = timer.train_chips / looped
             print(
@@ -348,13 +366,16 @@ def main() -> None:
             ms = timer.phase_ms()
             phases.append(
                 f'| {size} | {task} | {1000 / bare * args.batch_size:.1f} | '
+                + ' / '.join(f'{bare_ms[k]:.1f}' for k in LoopTimer.PHASES[1:])
+                + ' | '
                 + ' | '.join(f'{ms[k]:.1f}' for k in LoopTimer.PHASES)
                 + f' | {sum(ms.values()):.1f} |'
             )
     print(
         '\nloop phases, ms per step (data: between steps; optimiser: with the '
-        'end-of-step hooks)\n\n| px | task | (b) bare step | data | forward | '
-        'backward | optimiser | loop step |\n|---:|---|---:|---:|---:|---:|---:|---:|',
+        'end-of-step hooks)\n\n| px | task | (b) bare step | (b) forward / backward / '
+        'optimiser | data | forward | backward | optimiser | loop step |\n'
+        '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
         *phases,
         sep='\n',
     )

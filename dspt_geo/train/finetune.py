@@ -242,11 +242,11 @@ class FinetuneTask(L.LightningModule):
         self.val_metrics.reset()
         self.validated_step = self.global_step
 
-    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        """AdamW with layer-wise decay, warmup and cosine decay, stepped every step."""
+    def optimizer(self) -> torch.optim.AdamW:
+        """AdamW over the layer-wise decay groups (the auxiliary head at the head's rate)."""
         hp = self.hparams
         groups = layer_decay_groups(self.model, hp.lr, hp.weight_decay, hp.layer_decay)
-        if self.aux_head is not None:  # at the head's rate
+        if self.aux_head is not None:
             top = self.model.num_layers + 1
             groups += [
                 {**group, 'lr': hp.lr, 'layer_id': top}
@@ -254,7 +254,12 @@ class FinetuneTask(L.LightningModule):
                     self.aux_head.named_parameters(), hp.weight_decay
                 )
             ]
-        optimizer = adamw(groups, hp.lr, tuple(hp.betas))
+        return adamw(groups, hp.lr, tuple(hp.betas))
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        """:meth:`optimizer`, with warmup and cosine decay stepped every step."""
+        hp = self.hparams
+        optimizer = self.optimizer()
         total = int(self.trainer.estimated_stepping_batches)
         warmup = hp.warmup_steps if hp.warmup_steps is not None else max(1, total // 20)
         scheduler = WarmupCosine(optimizer, warmup, total, hp.min_lr_ratio)
