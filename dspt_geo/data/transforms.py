@@ -214,23 +214,29 @@ def flip_rotate(
     images, valid = apply(images), apply(valid)
     masks = apply(masks) if masks is not None else None
     if boxes is not None:
-        moved = []
-        for i, box in enumerate(boxes):
-            box = box.clone()
-            if flip_x[i]:
-                box[:, [0, 2]] = width - box[:, [2, 0]]
-            if flip_y[i]:
-                box[:, [1, 3]] = height - box[:, [3, 1]]
-            side, other = width, height
-            for _ in range(int(turns[i])):
-                # torch.rot90 turns counter-clockwise: (x, y) -> (y, W - x), and
-                # the width becomes the height.
-                box = torch.stack(
-                    [box[:, 1], side - box[:, 2], box[:, 3], side - box[:, 0]], dim=1
-                )
-                side, other = other, side
-            moved.append(box)
-        boxes = moved
+        # Every box of the batch at once, each with its sample's flips and turns.
+        counts = [len(b) for b in boxes]
+        owner = torch.repeat_interleave(
+            torch.arange(batch, device=device), torch.tensor(counts, device=device)
+        )
+        box = torch.cat(boxes)
+        x0, y0, x1, y1 = box.unbind(1)
+        box = torch.where(
+            flip_x[owner, None], torch.stack([width - x1, y0, width - x0, y1], 1), box
+        )
+        x0, y0, x1, y1 = box.unbind(1)
+        box = torch.where(
+            flip_y[owner, None], torch.stack([x0, height - y1, x1, height - y0], 1), box
+        )
+        box_turns = turns[owner, None]
+        for turn in (1, 2, 3):
+            # torch.rot90 turns counter-clockwise: (x, y) -> (y, W - x), and the
+            # width becomes the height.
+            side = width if turn % 2 else height
+            x0, y0, x1, y1 = box.unbind(1)
+            turned = torch.stack([y0, side - x1, y1, side - x0], 1)
+            box = torch.where(box_turns >= turn, turned, box)
+        boxes = list(box.split(counts))
     return images, valid, masks, boxes
 
 
@@ -243,12 +249,14 @@ def scale_crop(
     min_visible: float = 0.5,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
-    """Scale jitter and random crops for detection, per sample.
+    """Scale jitter and random crops for detection, the whole batch at once.
 
     Each sample is resized by a random factor in *scale* (bilinear; the valid
-    mask by nearest), then cropped at a random place to the input size, or padded
-    with invalid zeros where it became smaller. Boxes are moved with it and clipped
-    to the crop; boxes keeping less than *min_visible* of their area are dropped.
+    mask by nearest), then cropped at a random place to the input size, or placed
+    at a random place on an invalid, zero canvas where it became smaller: one
+    affine resampling of the batch, as :func:`scale_jitter`. Boxes are moved with
+    it and clipped to the crop; boxes keeping less than *min_visible* of their
+    area are dropped.
 
     Args:
         images: ``(B, C, H, W)`` normalised batch.
@@ -265,53 +273,71 @@ def scale_crop(
     .. versionadded:: 0.1
     """
     height, width = images.shape[-2:]
-    device = images.device
-    out_images, out_valid = torch.zeros_like(images), torch.zeros_like(valid)
+    factor, shift_x, shift_y = _scale_draws(images, scale, generator)
+    out, nearest = _resize_and_place(
+        images, valid.unsqueeze(1).to(images.dtype), factor, shift_x, shift_y
+    )
+    out_valid = nearest[:, 0] > 0.5
+    out.masked_fill_(~out_valid.unsqueeze(1), 0.0)
+    # Every box of the batch at once: moved as its sample, clipped to the part of
+    # the canvas the sample covers.
+    counts = [len(b) for b in boxes]
+    owner = torch.repeat_interleave(
+        torch.arange(len(boxes), device=images.device),
+        torch.tensor(counts, device=images.device),
+    )
+    scaled = factor[owner, None]
+    corner = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=1)[owner]
+    moved = torch.cat(boxes).to(images.dtype) * scaled + corner
+    size = images.new_tensor([width, height, width, height])
+    lower = corner.clamp_min(0.0)
+    upper = torch.minimum(corner + scaled * size, size)
+    clipped = torch.minimum(torch.maximum(moved, lower), upper)
+    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = (kept >= min_visible * area.clamp_min(1e-6)) & (kept > 0)
     out_boxes, out_labels = [], []
-    for i in range(images.shape[0]):
-        factor = scale[0] + (scale[1] - scale[0]) * float(
-            torch.rand(1, device=device, generator=generator)
-        )
-        new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
-        image = F.interpolate(
-            images[i : i + 1], size=(new_h, new_w), mode='bilinear', align_corners=False
-        )[0]
-        mask = F.interpolate(
-            valid[i : i + 1, None].to(images.dtype), size=(new_h, new_w), mode='nearest'
-        )[0, 0].bool()
+    for box, box_keep, box_labels, original in zip(
+        clipped.split(counts), keep.split(counts), labels, boxes, strict=True
+    ):
+        out_boxes.append(box[box_keep].to(original.dtype))
+        out_labels.append(box_labels[box_keep])
+    return out, out_valid, out_boxes, out_labels
 
-        def offset(new: int, old: int) -> int:
-            """Where the crop (new > old) or the paste (new < old) starts."""
-            span = abs(new - old)
-            draw = torch.randint(0, span + 1, (1,), device=device, generator=generator)
-            return int(draw)
 
-        dx, dy = offset(new_w, width), offset(new_h, height)
-        # Source and target windows: crop when larger, paste when smaller.
-        sx, tx = (dx, 0) if new_w >= width else (0, dx)
-        sy, ty = (dy, 0) if new_h >= height else (0, dy)
-        w, h = min(new_w, width), min(new_h, height)
-        out_images[i, :, ty : ty + h, tx : tx + w] = image[:, sy : sy + h, sx : sx + w]
-        out_valid[i, ty : ty + h, tx : tx + w] = mask[sy : sy + h, sx : sx + w]
-        box = boxes[i].to(images.dtype) * images.new_tensor(
-            [new_w / width, new_h / height, new_w / width, new_h / height]
-        )
-        box = box + images.new_tensor([tx - sx, ty - sy, tx - sx, ty - sy])
-        area = (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-        clipped = torch.stack(
-            [
-                box[:, 0].clamp(tx, tx + w),
-                box[:, 1].clamp(ty, ty + h),
-                box[:, 2].clamp(tx, tx + w),
-                box[:, 3].clamp(ty, ty + h),
-            ],
-            dim=1,
-        )
-        kept = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-        keep = (kept >= min_visible * area.clamp_min(1e-6)) & (kept > 0)
-        out_boxes.append(clipped[keep].to(boxes[i].dtype))
-        out_labels.append(labels[i][keep])
-    return out_images, out_valid, out_boxes, out_labels
+def _scale_draws(
+    images: Tensor, scale: tuple[float, float], generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each sample's resize factor in *scale* and where its corner lands (px).
+
+    The corner lands at ``-(f - 1) W .. 0`` for an enlarged sample (a crop that
+    can reach every part of it) and ``0 .. (1 - f) W`` for a shrunk one.
+    """
+    batch, _, height, width = images.shape
+    draw = torch.rand(3, batch, device=images.device, generator=generator)
+    factor = scale[0] + (scale[1] - scale[0]) * draw[0]
+    return factor, draw[1] * (1 - factor) * width, draw[2] * (1 - factor) * height
+
+
+def _resize_and_place(
+    images: Tensor, nearest: Tensor, factor: Tensor, shift_x: Tensor, shift_y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Each sample resized by its factor with its corner at its shift, in one pass.
+
+    *images* are resampled bilinearly, the channels of *nearest* (masks as
+    floats) by nearest; outside the sample both are 0. A pixel edge at ``x`` in a
+    sample lands at ``factor * x + shift_x``.
+    """
+    batch, _, height, width = images.shape
+    theta = torch.zeros(batch, 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor
+    theta[:, 0, 2] = (1 - 2 * shift_x / width) / factor - 1
+    theta[:, 1, 2] = (1 - 2 * shift_y / height) / factor - 1
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(
+        images, grid.to(images.dtype), mode='bilinear', align_corners=False
+    )
+    return out, F.grid_sample(nearest, grid, mode='nearest', align_corners=False)
 
 
 def scale_jitter(
@@ -346,23 +372,10 @@ def scale_jitter(
 
     .. versionadded:: 0.1
     """
-    batch, _, height, width = images.shape
-    draw = torch.rand(3, batch, device=images.device, generator=generator)
-    factor = scale[0] + (scale[1] - scale[0]) * draw[0]
-    # Where the resized sample's corner lands: -(f - 1) W .. 0 crops an enlarged
-    # sample, 0 .. (1 - f) W places a shrunk one.
-    shift_x, shift_y = draw[1] * (1 - factor) * width, draw[2] * (1 - factor) * height
-    theta = torch.zeros(batch, 2, 3, device=images.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor
-    theta[:, 0, 2] = (1 - 2 * shift_x / width) / factor - 1
-    theta[:, 1, 2] = (1 - 2 * shift_y / height) / factor - 1
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(
-        images, grid.to(images.dtype), mode='bilinear', align_corners=False
-    )
+    factor, shift_x, shift_y = _scale_draws(images, scale, generator)
     # Class + 1, so that 0 marks the canvas outside the sample.
     labels = torch.stack([valid.float(), masks.float() + 1], dim=1)
-    labels = F.grid_sample(labels, grid, mode='nearest', align_corners=False)
+    out, labels = _resize_and_place(images, labels, factor, shift_x, shift_y)
     out_masks = labels[:, 1].round().long() - 1
     out_masks = out_masks.masked_fill(out_masks < 0, ignore_index)
     return out, labels[:, 0] > 0.5, out_masks.to(masks.dtype)

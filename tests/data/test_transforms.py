@@ -346,3 +346,49 @@ def test_normalise_standardises_bands_and_zeroes_nodata_nan_and_infinities(batch
     assert (out[~keep] == 0).all()
     assert out.isfinite().all()
     assert out.shape == images.shape
+
+
+def objects_per_band(count: int, size: int, seed: int = 0):
+    """Images with one rectangle per band (3 bands); sample 1 has none."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.zeros(count, 3, size, size)
+    boxes, labels = [], []
+    for i in range(count):
+        sample = []
+        for band in range(3 if i != 1 else 0):
+            x0, y0 = torch.randint(0, size - 10, (2,), generator=generator).tolist()
+            w, h = torch.randint(4, 10, (2,), generator=generator).tolist()
+            images[i, band, y0 : y0 + h, x0 : x0 + w] = 1.0
+            sample.append([x0, y0, x0 + w, y0 + h])
+        boxes.append(torch.tensor(sample, dtype=torch.float32).view(-1, 4))
+        labels.append(torch.arange(len(sample)))
+    return images, boxes, labels
+
+
+def test_batched_box_moves_follow_each_object_of_each_sample():
+    images, boxes, labels = objects_per_band(24, 32, seed=5)
+    valid = torch.ones(24, 32, 32, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(2)
+
+    out, out_valid, out_boxes, out_labels = scale_crop(
+        images, valid, boxes, labels, scale=(1.2, 2.0), generator=generator
+    )
+    out, out_valid, _, turned = flip_rotate(
+        out, out_valid, boxes=out_boxes, generator=generator
+    )
+
+    assert turned is not None and len(turned) == len(out_labels) == 24
+    assert len(turned[1]) == 0 and len(out_labels[1]) == 0
+    dropped = 0
+    for i in range(24):
+        assert len(turned[i]) == len(out_labels[i])
+        kept = set(out_labels[i].tolist())
+        for box, band in zip(turned[i], out_labels[i].tolist(), strict=True):
+            assert (box - box_of(out[i, band] > 0.5)).abs().max() <= 1.0
+        for band in set(range(3 if i != 1 else 0)) - kept:
+            dropped += 1
+            # A dropped object shows less than half of its resized area.
+            scaled = (boxes[i][band, 2:] - boxes[i][band, :2]).prod()
+            assert (out[i, band] > 0.5).sum() < 0.5 * scaled * 2.0**2 + 8
+    assert sum(len(b) for b in turned) > 23  # of 69
+    assert dropped > 0, 'some objects were cropped away'
