@@ -117,7 +117,7 @@ def _split(ctx: click.Context, param: click.Parameter, value: str | None) -> str
     multiple=True,
     callback=key_values,
     metavar='KEY=VALUE',
-    help="Task model argument, repeatable: pool=cls (classify); channels=64 (segment); out_channels, representation_size, box_head=4conv1fc, detector_args={...}, pyramid=multi (detect: blocks at 1/4, 1/2, 3/4 of the depth and the last through an FPN, as the reference detection configs, which feed ViT-B blocks 3/5/7/11 to an FPN; out_indices=[3,5,7,11] picks the blocks; default pyramid=last, ViTDet's simple pyramid from the last block). Default head sizes follow the encoder and the tile and are logged.",
+    help="Task model argument, repeatable: pool=cls (classify); channels=64, neck=full (segment: BEiT's full-width pyramid; default neck=narrow, ViTDet's widths); out_channels, representation_size, box_head=4conv1fc, detector_args={...}, pyramid=multi (detect: blocks at 1/4, 1/2, 3/4 of the depth and the last through an FPN, as the reference detection configs, which feed ViT-B blocks 3/5/7/11 to an FPN; out_indices=[3,5,7,11] picks the blocks; default pyramid=last, ViTDet's simple pyramid from the last block). Default head sizes follow the encoder and the tile and are logged.",
 )
 @click.option(
     '--batch-size',

@@ -14,7 +14,7 @@ convolutions); the encoder spends about ``12 depth D^2``. The rule::
     channels = D * sqrt(depth / 192), a multiple of 8, between 32 and the cap
 
 keeps the dense head near a quarter of the encoder's multiply-adds, leaving room
-for what does not scale with C (BEiT's rescaling neck at the encoder's width,
+for what does not scale with C (the rescaling neck at up to the encoder's width,
 RoIAlign, the losses), so that the whole training step costs at most twice the
 encoder's own (``benchmarks/finetune.py``, BENCHMARKS.md: equal costs,
 ``depth / 48``, ran at 0.3-0.45 of the encoder's speed on a tiny ViT at 64 px,
@@ -155,7 +155,10 @@ def log_head_sizes(model: nn.Module) -> None:
     options = config['options']
     match config['task']:
         case 'segment':
-            head = f'UperNet of {options["channels"]} channels'
+            head = (
+                f'UperNet of {options["channels"]} channels on a '
+                f'{options.get("neck", "full")}-width pyramid'
+            )
         case 'detect':
             args = options['detector_args']
             pyramid = (

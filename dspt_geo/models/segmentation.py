@@ -1,7 +1,7 @@
 """Semantic segmentation: the encoder, BEiT's four-level pyramid and UperNet."""
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,7 +11,11 @@ from .head_sizes import head_channels
 from .heads import PYRAMID_SCALES, BlockPyramid, FCNHead, UperNetHead
 from .task_base import TaskModelBase, TaskName, check_num_classes, check_pyramid_size
 
-__all__ = ('SegmentationModel', 'default_out_indices', 'resolve_out_indices')
+__all__ = ('Neck', 'SegmentationModel', 'default_out_indices', 'resolve_out_indices')
+
+#: The pyramid's widths: ``'narrow'`` halves the channels at each 2x upsampling
+#: (ViTDet's widths), ``'full'`` keeps the encoder's width at every level (BEiT).
+Neck = Literal['narrow', 'full']
 
 
 def default_out_indices(
@@ -105,6 +109,7 @@ class SegmentationModel(TaskModelBase, nn.Module):
         channels: int | None = None,
         pool_scales: Sequence[int] = (1, 2, 3, 6),
         dropout: float = 0.1,
+        neck: Neck = 'narrow',
     ) -> None:
         """Initialise the segmentation model.
 
@@ -118,12 +123,18 @@ class SegmentationModel(TaskModelBase, nn.Module):
                 (:func:`~dspt_geo.models.head_sizes.head_channels`).
             pool_scales: Output sizes of UperNet's pyramid pooling.
             dropout: Dropout rate before the classifier.
+            neck: The pyramid's widths (:class:`~dspt_geo.models.heads.BlockPyramid`):
+                ``'narrow'`` (``D/4, D/2, D, D``, ViTDet's) or ``'full'``
+                (``D`` at every level, BEiT's; model files of config version 2 and
+                older).
 
         Raises:
             ValueError: If an option is invalid.
 
         .. versionchanged:: 0.1
            *channels* defaults to a width that follows the encoder (was 512).
+        .. versionchanged:: 0.1
+           Added *neck*, ``'narrow'`` by default (was ``'full'``).
         """
         super().__init__()
         check_num_classes(num_classes)
@@ -131,15 +142,18 @@ class SegmentationModel(TaskModelBase, nn.Module):
         if channels is None:
             channels = head_channels(encoder.embed_dim, depth, cap=512)
         indices = resolve_out_indices(out_indices, depth)
+        if neck not in ('narrow', 'full'):
+            raise ValueError(f"neck must be 'narrow' or 'full', got {neck!r}")
         self.num_classes = num_classes
         self.out_indices = indices
         self.channels = channels
         self.pool_scales = [int(scale) for scale in pool_scales]
         self.dropout = dropout
+        self.neck_kind: Neck = neck
         self.encoder = encoder
-        self.neck = BlockPyramid(encoder.embed_dim)
+        self.neck = BlockPyramid(encoder.embed_dim, narrow=neck == 'narrow')
         self.decode_head = UperNetHead(
-            [encoder.embed_dim] * len(PYRAMID_SCALES),
+            self.neck.out_channels,
             channels,
             num_classes,
             pool_scales=self.pool_scales,
@@ -203,7 +217,7 @@ class SegmentationModel(TaskModelBase, nn.Module):
         .. versionadded:: 0.1
         """
         return FCNHead(
-            self.encoder.embed_dim,
+            self.neck.out_channels[self.AUX_LEVEL],
             max(self.channels // 2, 8),
             self.num_classes,
             dropout=self.dropout,
@@ -213,11 +227,12 @@ class SegmentationModel(TaskModelBase, nn.Module):
         """The head options (see :meth:`~dspt_geo.models.task_base.TaskModelBase.config`).
 
         Returns:
-            ``out_indices``, ``channels``, ``pool_scales`` and ``dropout``.
+            ``out_indices``, ``channels``, ``pool_scales``, ``dropout`` and ``neck``.
         """
         return {
             'out_indices': list(self.out_indices),
             'channels': self.channels,
             'pool_scales': list(self.pool_scales),
             'dropout': self.dropout,
+            'neck': self.neck_kind,
         }

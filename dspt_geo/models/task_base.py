@@ -32,8 +32,9 @@ __all__ = (
 TaskName: TypeAlias = Task
 
 #: Version of the layout of :meth:`TaskModelBase.config`. 2: classification heads
-#: have their own ``fc_norm`` (version 1 ones reused the encoder's final norm).
-CONFIG_VERSION = 2
+#: have their own ``fc_norm`` (version 1 ones reused the encoder's final norm). 3:
+#: segmentation models name their ``neck`` (older ones are ``'full'``).
+CONFIG_VERSION = 3
 
 
 def check_num_classes(num_classes: int) -> None:

@@ -108,6 +108,8 @@ def build_task_model_from_config(config: Mapping[str, Any]) -> TaskModel:
     options = dict(config['options'])
     if config['task'] == 'classify' and version < 2:
         options.setdefault('fc_norm', False)  # the head reused the encoder's norm
+    if config['task'] == 'segment' and version < 3:
+        options.setdefault('neck', 'full')  # BEiT's widths at every level
     try:
         encoder = SensorEncoder.from_spec(EncoderSpec.from_dict(config['encoder']))
         return build_task_model(

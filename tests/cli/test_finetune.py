@@ -199,7 +199,7 @@ def test_metrics_csv_rows_of_training_and_validation(trained):
 @pytest.mark.parametrize(
     ('task', 'head'),
     [
-        ('segment', 'head: UperNet of 32 channels'),
+        ('segment', 'head: UperNet of 32 channels on a narrow-width pyramid'),
         ('detect', 'box head 2fc of width 128, 8 RoIs and 32 anchors sampled'),
     ],
 )

@@ -388,6 +388,40 @@ def test_version_1_classification_configs_reuse_the_encoder_norm() -> None:
         build_task_model_from_config(config).load_state_dict(state, strict=True)
 
 
+def test_segmentation_neck_narrows_at_each_upsampling() -> None:
+    narrow, full = make_model('segment'), make_model('segment', neck='full')
+    dim = narrow.encoder.embed_dim
+    assert narrow.neck.out_channels == [dim // 4, dim // 2, dim, dim]
+    assert full.neck.out_channels == [dim] * 4
+    images = torch.randn(2, 3, 32, 32)
+    for model in (narrow, full):
+        levels = model.eval().forward_features(images)
+        assert [x.shape[1] for x in levels] == model.neck.out_channels
+        assert [x.shape[-1] for x in levels] == [16, 8, 4, 2]  # patch 8: p/4 .. 2p
+        assert model(images).shape == (2, 3, 32, 32)
+        aux = model.auxiliary_head()(levels[model.AUX_LEVEL])
+        assert aux.shape[:2] == (2, 3)
+    assert narrow.config()['options']['neck'] == 'narrow'  # type: ignore[operator]
+    weights = [sum(p.numel() for p in m.neck.parameters()) for m in (narrow, full)]
+    assert weights[0] < 0.4 * weights[1]  # 4.5 D^2 against 12 D^2
+    with pytest.raises(ValueError, match='neck'):
+        make_model('segment', neck='wide')
+
+
+def test_version_2_segmentation_configs_keep_the_full_width_neck() -> None:
+    old = make_model('segment', neck='full')
+    config = old.config()  # type: ignore[operator]
+    del config['options']['neck']
+    state = old.state_dict()
+
+    rebuilt = build_task_model_from_config({**config, 'config_version': 2})
+
+    rebuilt.load_state_dict(state, strict=True)
+    assert rebuilt.neck_kind == 'full'
+    with pytest.raises(RuntimeError, match='neck'):
+        build_task_model_from_config(config).load_state_dict(state, strict=True)
+
+
 def test_detection_config_keeps_changed_thresholds() -> None:
     model = make_model('detect')
     model.roi_heads.score_thresh = 0.3
