@@ -20,9 +20,11 @@ folders for classify):
 head's share (target >= 0.5x: the head costs at most the encoder's own step).
 The loop's steps are also split into phases (data, forward, backward, optimiser;
 :class:`LoopTimer`), printed in milliseconds beside the bare step's.
-(c) and then (a) and (b) run ``--repeats`` times, alternating, each keeping its
-fastest run (the loop is rebuilt each time; the bare steps use the first loop's
-batches). Validation
+Each of ``--repeats`` repeats runs (c), then (a) and (b) (the loop is rebuilt
+each time; the bare steps use the first loop's batches); the ratios are taken
+within each repeat and the table gives their medians, and the speeds and phases
+of the repeat with the median (c)/(b); every repeat's ratios are printed below.
+Validation
 is reported as seconds per validation pass and as a share of a training epoch
 (the epoch's chips at the loop's speed). On CUDA the rows use bf16 at 224 and 512
 px. Usage::
@@ -34,6 +36,7 @@ px. Usage::
 import argparse
 import json
 import logging
+import statistics
 import tempfile
 import time
 import warnings
@@ -302,7 +305,7 @@ def main() -> None:
         '--repeats',
         type=int,
         default=2,
-        help='runs of (c), (a) and (b), alternating; the fastest of each is kept',
+        help='repeats of (c), (a) and (b); the tables give the median ratios',
     )
     parser.add_argument(
         '--data',
@@ -333,11 +336,12 @@ def main() -> None:
         '|---:|---|---:|---:|---:|---:|---:|---:|---:|',
         flush=True,
     )  # each row as soon as it is measured
-    heads, phases = [], []
+    heads, phases, repeats = [], [], []
     for size in args.sizes:
         for task in args.tasks:
-            # (b) and (c) alternate, --repeats times each; each keeps its fastest
-            # run, so a disturbance of the machine hits neither alone.
+            # Each repeat runs (c), then (a) and (b) right after it; ratios are
+            # taken within a repeat, so the machine's drift between repeats
+            # (5-30 % here) cancels, and the table gives their medians.
             loops: list[LoopTimer] = []
             runs = []
             for _ in range(args.repeats):
@@ -350,17 +354,30 @@ def main() -> None:
                 config = metadata['model_config']
                 names = [c['name'] for c in metadata['classes']]
                 runs.append(bare_steps(config, names, state, loops[0].batches, args))
-            timer = max(loops, key=LoopTimer.speed)
+            loop_ratios = [
+                loop.speed() / run[1] for loop, run in zip(loops, runs, strict=True)
+            ]
+            head_ratios = [run[1] / run[0] for run in runs]
+            # Speeds and phases of the repeat with the median loop ratio.
+            middle = sorted(range(len(loops)), key=loop_ratios.__getitem__)[
+                len(loops) // 2
+            ]
+            timer, (encoder, bare, bare_ms) = loops[middle], runs[middle]
             looped = timer.speed()
-            encoder = max(run[0] for run in runs)
-            bare, bare_ms = max((run[1], run[2]) for run in runs)
             val = timer.val_seconds[0]
             epoch = timer.train_chips / looped
             print(
                 f'| {size} | {task} | {encoder:.1f} | {bare:.1f} | {looped:.1f} | '
-                f'{looped / bare:.2f}x | {bare / encoder:.2f}x | '
+                f'{statistics.median(loop_ratios):.2f}x | '
+                f'{statistics.median(head_ratios):.2f}x | '
                 f'{val:.1f} ({timer.val_images}) | {val / epoch:.2f} |',
                 flush=True,
+            )
+            repeats.append(
+                f'- {size} px {task}: (c)/(b) '
+                + ', '.join(f'{r:.2f}' for r in loop_ratios)
+                + '; (b)/(a) '
+                + ', '.join(f'{r:.2f}' for r in head_ratios)
             )
             heads.append(f'- {size} px {task}: {json.dumps(config["options"])}')
             ms = timer.phase_ms()
@@ -379,6 +396,7 @@ def main() -> None:
         *phases,
         sep='\n',
     )
+    print('\nratios of each repeat:', *repeats, sep='\n')
     print('\nheads:', *heads, sep='\n')
 
 
