@@ -175,8 +175,31 @@ class FinetuneTask(L.LightningModule):
                 ]
                 losses = self.model(images, box_targets)
                 loss = sum(losses.values(), images.new_zeros(()))
-        self.log('loss', loss, prog_bar=True, batch_size=images.shape[0])
+        self._log_loss(loss, images.shape[0])
         return loss
+
+    def _log_loss(self, loss: Tensor, batch_size: int) -> None:
+        """Log the training loss at the steps where it is read.
+
+        Those are the steps Lightning writes to the loggers (every
+        ``log_every_n_steps``; the progress bar shows the same value) and the last
+        step of an epoch or of the run (the model file's final loss). ``self.log``
+        costs about 0.9 ms a call on the CPU, 1.5 % of a tiny ViT's classify step
+        (issue 15). ``metrics.csv`` takes its loss from the step's output, not
+        from this log.
+        """
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # a step outside a Trainer: nothing reads the log
+            return
+        step = self.global_step + 1
+        every = trainer.log_every_n_steps
+        if (
+            (every and step % every == 0)
+            or trainer.is_last_batch
+            or 0 < trainer.max_steps <= step
+        ):
+            self.log('loss', loss, prog_bar=True, batch_size=batch_size)
 
     def _segmentation_loss(self, images: Tensor, mask: Tensor) -> Tensor:
         """Cross-entropy of the logits, plus the auxiliary head's, weighted."""

@@ -1,5 +1,6 @@
 """``finetune --freeze-encoder`` and ``--pos-embed learned`` (issue 13, point 5)."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,34 @@ def test_learned_pos_embed_is_a_shape_setting_of_the_run(
         2,
     )
     user_error(result, 'another model shape', 'pos_embed')
+
+
+class LossLog(L.Callback):
+    """Each step's loss, and whether the logged loss was updated at that step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.logged_steps: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = float(outputs['loss'])
+        self.losses.append(loss)
+        if float(trainer.callback_metrics.get('loss', float('nan'))) == loss:
+            self.logged_steps.append(trainer.global_step)
+
+
+def test_the_loss_is_logged_at_the_log_steps_and_the_last_step(
+    labelled, tiny, pretrained, tmp_path
+):
+    watch = LossLog()
+    config = _config(
+        'classify', labelled, tiny, tmp_path / 'run', pretrained, log_every=3
+    )
+    path = finetune(replace(config, steps=7, val_every=7), callbacks=[watch])
+
+    _, metadata = load_model_file(path)
+    assert len(watch.losses) == 7
+    # Steps 3 and 6 (every 3rd), and the last one, 7; epoch ends may add more.
+    assert {3, 6, 7} <= set(watch.logged_steps)
+    assert len(watch.logged_steps) < 7
+    assert metadata['training']['final_loss'] == pytest.approx(watch.losses[-1])
