@@ -19,7 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 from dspt_geo.data.transforms import normalise
 from dspt_geo.errors import DsptGeoError, IncompatibleRasterError, RasterReadError
 from dspt_geo.predict import PredictionSpec, predict_scene
-from dspt_geo.predict.outputs import first_max_index
+from dspt_geo.predict.outputs import fill_uint8, first_max_index
 from dspt_geo.predict.run import PROBABILITY_SCALE
 
 from .conftest import ConvNet, ValueClassifier
@@ -450,3 +450,21 @@ def test_first_max_index_is_torch_max_index(classes: int) -> None:
         assert torch.equal(
             first_max_index(with_nan).long(), with_nan.max(dim=0).indices
         )
+        with_inf = logits.clone()
+        with_inf[1, 2, 3], with_inf[0, 2, 4] = float('inf'), float('-inf')
+        assert torch.equal(
+            first_max_index(with_inf).long(), with_inf.max(dim=0).indices
+        )
+
+
+@pytest.mark.parametrize('shape', [(48, 90), (3, 48, 90)])
+def test_fill_uint8_is_masked_fill(shape: tuple[int, ...]) -> None:
+    # Nodata and classes are set by arithmetic (issue 16); the bytes must be
+    # masked_fill_'s, with a mask broadcast over the classes of probabilities.
+    generator = torch.Generator().manual_seed(len(shape))
+    values = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    mask = torch.rand(shape[-2:], generator=generator) > 0.5
+    for value in (0, 7, 255):
+        expected = values.clone().masked_fill_(mask, value)
+        assert torch.equal(fill_uint8(values.clone(), mask, value), expected)
+        assert not torch.equal(expected, values), 'the mask changes values'
