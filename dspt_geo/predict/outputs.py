@@ -371,7 +371,10 @@ class MaskOutput:
             logits = F.interpolate(
                 logits, size=(size, size), mode='bilinear', align_corners=False
             )
-        weights = torch.stack([self._blend(window) for window in tiles]).mul_(valid)
+        # Times the mask as bytes: the same products (by 1 or 0), and on the CPU
+        # ~3x faster than by a bool tensor (issue 16).
+        weights = torch.stack([self._blend(window) for window in tiles])
+        weights.mul_(valid.view(torch.uint8))
         for rows in self.strip.add_batch(tiles, logits, weights):
             self._write_rows(rows)
 

@@ -369,7 +369,8 @@ class StripAccumulator:
         for tile, window, weight in zip(
             tiles, _with_ones(logits).unbind(0), weights.unbind(0), strict=True
         ):
-            yield from self.advance(tile.row)
+            if tile.row > self.top:
+                yield from self.advance(tile.row)
             self._add(tile, window, weight)
 
     def _add(self, tile: Tile, window: Tensor, weight: Tensor) -> None:

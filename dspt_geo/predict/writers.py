@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from xml.sax.saxutils import escape
 
+import numpy as np
 import numpy.typing as npt
 import pyogrio
 import rasterio
@@ -225,10 +226,15 @@ class CogWriter:
         }  # fmt: skip
         #: mode overviews computed here rather than by GDAL (see :meth:`_source`).
         self._own_overviews = False
+        #: the rows of a raster staged in memory, given to GDAL once at the end
+        #: (one write per strip cost ~0.1 ms each, issue 16).
+        self._data: npt.NDArray[Any] | None = None
         if width * height <= _MEMORY_PIXELS:
             # A small raster is staged in memory: no striped file to write and
             # decode again (the 900 px sample's COG: 19.9 ms instead of 25.4 ms).
-            self._dst = rasterio.open(self._staging.name, 'w+', driver='MEM', **profile)
+            self._dst = rasterio.open(self._staging.name, 'w', driver='MEM', **profile)
+            # Zeros, as GDAL's MEM driver starts.
+            self._data = np.zeros((count, height, width), dtype=dtype)
             sizes = cog_overview_sizes(width, height, blocksize)
             # GDAL's byte rule, which ours follows: nodata a byte value, or none.
             self._own_overviews = (
@@ -277,7 +283,10 @@ class CogWriter:
         """
         if data.ndim == 2:
             data = data[None]
-        self._dst.write(data, window=Window(0, row, self.width, data.shape[1]))
+        if self._data is not None:
+            self._data[:, row : row + data.shape[1]] = data
+        else:
+            self._dst.write(data, window=Window(0, row, self.width, data.shape[1]))
 
     def commit(self, before_rename: Any = None) -> Path:
         """Make the COG and rename it to the final name.
@@ -328,15 +337,16 @@ class CogWriter:
         before), which the driver copies as they are. Otherwise GDAL computes
         the overviews.
         """
-        if self._dst.driver != 'MEM':
+        if self._data is None:
             self._dst.close()
             yield self._staging, 'IGNORE_EXISTING'
             return
+        data = self._data
+        self._dst.write(data)
         if not self._own_overviews:
             yield self._dst, 'IGNORE_EXISTING'
             return
         nodata = self._dst.nodata
-        data = self._dst.read()
         bands = [
             mode_overviews(
                 band, self.blocksize, None if nodata is None else int(nodata)
