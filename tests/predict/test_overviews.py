@@ -8,6 +8,7 @@ from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
+from dspt_geo.predict import writers
 from dspt_geo.predict.overviews import cog_overview_sizes, mode_overviews
 from dspt_geo.predict.writers import CogWriter
 
@@ -91,14 +92,17 @@ def test_mode_overviews_are_gdals(
 
 
 def test_cog_with_computed_overviews_is_byte_identical(
-    tmp_path: Path, rng: np.random.Generator
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The class COG of a raster held in memory gets its mode overviews from
-    # numpy (issue 16); the file must be the one GDAL makes itself.
+    # numpy (issue 16); the file must be the one GDAL makes itself (here from a
+    # raster staged in a file, whose overviews GDAL computes).
     data = _classes(rng, 701, 1030, 3, blob=4)
     data[:50, :70] = 255
     paths = []
     for own in (True, False):
+        if not own:
+            monkeypatch.setattr(writers, '_MEMORY_PIXELS', 0)
         path = tmp_path / f'own-{own}.tif'
         writer = CogWriter(
             path, crs=CRS.from_epsg(32633), transform=TRANSFORM, width=1030,
@@ -106,8 +110,7 @@ def test_cog_with_computed_overviews_is_byte_identical(
             colormap={0: (1, 2, 3, 255), 1: (4, 5, 6, 255), 255: (0, 0, 0, 0)},
             tags={'TASK': 'segment'}, blocksize=256,
         )  # fmt: skip
-        assert writer._own_overviews
-        writer._own_overviews = own
+        assert writer._own_overviews == own
         for row in range(0, 701, 48):
             writer.write(row, data[row : row + 48])
         paths.append(writer.commit())
