@@ -81,8 +81,8 @@ _STAGING_ROWS = 16
 _ONE_THREAD_TILES = 16
 
 #: Rasters of at most this many pixels are staged in memory (4 MB per uint8
-#: band), larger ones in a striped, compressed temporary GeoTIFF, so that memory
-#: stays bounded by the scene's width.
+#: band, twice at the end: the rows and GDAL's copy), larger ones in a striped,
+#: compressed temporary GeoTIFF, so that memory stays bounded by the scene's width.
 _MEMORY_PIXELS = 2048 * 2048
 
 
