@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..dataset import SensorDataset
 from .rasters import RasterLabels
-from .vectors import VectorLabels, chip_pixel_boxes
+from .vectors import VectorLabels
 
 __all__ = ('HeldCell', 'SceneMemory', 'cell_bytes', 'on_cell_grid')
 
@@ -274,12 +274,9 @@ class SceneMemory:
     def _boxes_of(
         self, cell: HeldCell, bounds: Bounds, shape: tuple[int, int]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-        """Pixel boxes and classes of a chip, as :meth:`VectorLabels.boxes` gives.
+        """Pixel boxes and classes of a chip, by :meth:`VectorLabels.chip_boxes`.
 
-        Labels whose bounds lie inside the chip keep their bounds; only those the
-        chip edge crosses are clipped, and left out when less than
-        :attr:`min_visible` of their area is inside (a clipped geometry's bounds are its own when
-        nothing is cut away).
+        The candidates are the cell's labels whose bounds meet the chip's.
         """
         assert self.labels is not None and cell.objects is not None  # detection
         assert cell.object_bounds is not None
@@ -291,25 +288,6 @@ class SceneMemory:
             & (ob[:, 1] <= top)
             & (ob[:, 3] >= bottom)
         )
-        objects, found = cell.objects[near], ob[near]
-        inside = (
-            (found[:, 0] > left)
-            & (found[:, 2] < right)
-            & (found[:, 1] > bottom)
-            & (found[:, 3] < top)
+        return self.labels.chip_boxes(
+            cell.objects[near], bounds, shape, self.min_visible, ob[near]
         )
-        empty = np.zeros(len(objects), dtype=bool)
-        cut = ~inside
-        if cut.any():
-            clipped = shapely.clip_by_rect(
-                self.labels.geometries[objects[cut]], *bounds
-            )
-            found = found.copy()
-            found[cut] = shapely.bounds(clipped).reshape(-1, 4)
-            empty[cut] = shapely.is_empty(clipped)
-            if self.min_visible > 0:  # too little of it inside: as if empty
-                whole = shapely.area(self.labels.geometries[objects[cut]])
-                empty[cut] |= shapely.area(clipped) < self.min_visible * whole
-        pixel = chip_pixel_boxes(found, bounds, shape)
-        keep = ~empty & (pixel[:, 2] > pixel[:, 0]) & (pixel[:, 3] > pixel[:, 1])
-        return pixel[keep].astype(np.float32), self.labels.classes[objects][keep]

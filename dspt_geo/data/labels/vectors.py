@@ -31,7 +31,6 @@ __all__ = (
     'TABLE_EXTENSIONS',
     'VECTOR_EXTENSIONS',
     'VectorLabels',
-    'chip_pixel_boxes',
     'class_column_values',
     'find_column',
     'read_table',
@@ -284,7 +283,7 @@ def _fmt(bounds: npt.ArrayLike) -> str:
     return '(' + ', '.join(f'{v:.6g}' for v in np.asarray(bounds).tolist()) + ')'
 
 
-def chip_pixel_boxes(
+def _chip_pixel_boxes(
     boxes: npt.NDArray[np.float64],
     bounds: tuple[float, float, float, float],
     shape: tuple[int, int],
@@ -444,15 +443,56 @@ class VectorLabels:
             float32 (N, 4) ``x0, y0, x1, y1`` in pixels (0, 0 the chip's top-left
             corner), and the (N,) class indices.
         """
-        hits = self._hits(bounds)
-        clipped = shapely.clip_by_rect(self.geometries[hits], *bounds)
-        pixel = chip_pixel_boxes(shapely.bounds(clipped), bounds, shape)
-        keep = (
-            ~shapely.is_empty(clipped)
-            & (pixel[:, 2] > pixel[:, 0])
-            & (pixel[:, 3] > pixel[:, 1])
+        return self.chip_boxes(self._hits(bounds), bounds, shape, min_visible)
+
+    def chip_boxes(
+        self,
+        candidates: npt.NDArray[np.intp],
+        bounds: tuple[float, float, float, float],
+        shape: tuple[int, int],
+        min_visible: float = 0.0,
+        candidate_bounds: npt.NDArray[np.float64] | None = None,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """:meth:`boxes` of a chip, from geometries that may meet it.
+
+        Geometries whose bounds lie inside the chip keep their bounds (clipping
+        leaves them whole); only those the chip edge crosses are clipped. Held
+        scene cells call this with the candidates they kept for the cell.
+
+        Args:
+            candidates: indices of the geometries that may meet the chip, in file
+                order (a superset of those that do is fine).
+            bounds: (left, bottom, right, top) of the chip in :attr:`crs`.
+            shape: (height, width) of the chip.
+            min_visible: as in :meth:`boxes`.
+            candidate_bounds: (N, 4) bounds of the candidates, if known.
+
+        Returns:
+            as :meth:`boxes`.
+
+        .. versionadded:: 0.2
+        """
+        geometries = self.geometries[candidates]
+        found = (
+            shapely.bounds(geometries).reshape(-1, 4)
+            if candidate_bounds is None
+            else candidate_bounds.copy()
         )
-        if min_visible > 0:
-            whole = shapely.area(self.geometries[hits])
-            keep &= shapely.area(clipped) >= min_visible * whole
-        return pixel[keep].astype(np.float32), self.classes[hits][keep]
+        left, bottom, right, top = bounds
+        cut = ~(
+            (found[:, 0] > left)
+            & (found[:, 2] < right)
+            & (found[:, 1] > bottom)
+            & (found[:, 3] < top)
+        )
+        empty = np.zeros(len(candidates), dtype=bool)
+        if cut.any():
+            clipped = shapely.clip_by_rect(geometries[cut], *bounds)
+            found[cut] = shapely.bounds(clipped).reshape(-1, 4)
+            empty[cut] = shapely.is_empty(clipped)
+            if min_visible > 0:  # too little of it inside: as if empty
+                whole = shapely.area(geometries[cut])
+                empty[cut] |= shapely.area(clipped) < min_visible * whole
+        pixel = _chip_pixel_boxes(found, bounds, shape)
+        keep = ~empty & (pixel[:, 2] > pixel[:, 0]) & (pixel[:, 3] > pixel[:, 1])
+        return pixel[keep].astype(np.float32), self.classes[candidates][keep]
