@@ -169,6 +169,21 @@ def _pixel_orders(height: int, width: int, device: torch.device) -> Tensor:
     return torch.stack(orders)
 
 
+def _all_boxes(
+    boxes: Sequence[Tensor], device: torch.device
+) -> tuple[Tensor, Tensor, list[int]]:
+    """The boxes of a batch in one ``(N, 4)`` tensor, each one's sample, the counts.
+
+    For moving every box of a batch at once; ``split(counts)`` gives them back
+    per sample.
+    """
+    counts = [len(box) for box in boxes]
+    owner = torch.repeat_interleave(
+        torch.arange(len(boxes), device=device), torch.tensor(counts, device=device)
+    )
+    return torch.cat(list(boxes)), owner, counts
+
+
 def flip_rotate(
     images: Tensor,
     valid: Tensor,
@@ -215,11 +230,7 @@ def flip_rotate(
     masks = apply(masks) if masks is not None else None
     if boxes is not None:
         # Every box of the batch at once, each with its sample's flips and turns.
-        counts = [len(b) for b in boxes]
-        owner = torch.repeat_interleave(
-            torch.arange(batch, device=device), torch.tensor(counts, device=device)
-        )
-        box = torch.cat(boxes)
+        box, owner, counts = _all_boxes(boxes, device)
         x0, y0, x1, y1 = box.unbind(1)
         box = torch.where(
             flip_x[owner, None], torch.stack([width - x1, y0, width - x0, y1], 1), box
@@ -281,14 +292,10 @@ def scale_crop(
     out.masked_fill_(~out_valid.unsqueeze(1), 0.0)
     # Every box of the batch at once: moved as its sample, clipped to the part of
     # the canvas the sample covers.
-    counts = [len(b) for b in boxes]
-    owner = torch.repeat_interleave(
-        torch.arange(len(boxes), device=images.device),
-        torch.tensor(counts, device=images.device),
-    )
+    flat, owner, counts = _all_boxes(boxes, images.device)
     scaled = factor[owner, None]
     corner = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=1)[owner]
-    moved = torch.cat(boxes).to(images.dtype) * scaled + corner
+    moved = flat.to(images.dtype) * scaled + corner
     size = images.new_tensor([width, height, width, height])
     lower = corner.clamp_min(0.0)
     upper = torch.minimum(corner + scaled * size, size)
