@@ -453,11 +453,11 @@ def hold_in_memory(data: LabelledData, budget: int) -> bool:
         return False
     unit = 'chips' if data.task == 'classify' else 'cells'
     kind, what = _HELD[unit]
-    held = []
+    held, needs = [], {}
     for name, dataset in (('training', data.train), ('validation', data.val)):
         if not isinstance(dataset, kind):
             continue
-        need = dataset.memory_bytes()
+        need = needs[name] = dataset.memory_bytes()
         if need is None or not dataset.hold_in_memory(budget):
             continue
         budget -= need
@@ -474,7 +474,7 @@ def hold_in_memory(data: LabelledData, budget: int) -> bool:
     if not isinstance(train, kind):
         return False
     if train.memory is None and unit == 'cells':
-        need = train.memory_bytes()
+        need = needs['training']
         logger.info(
             'training scene chips are read from the files: %s',
             'a file of the training area needs resampling or a warp'
