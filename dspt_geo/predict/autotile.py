@@ -12,9 +12,16 @@ sees more context than in training), depends on the model and the machine, so
 - candidates are multiples of the training tile, from small to large, up to
   :data:`AUTO_MAX_TOKENS` patches and the scene's shorter side
   (:func:`~dspt_geo.predict.tiling.tile_candidates`);
-- each runs once on a real window of the scene (its centre) and its time per
-  window, times the windows it needs for the scene, estimates the scene's time;
-- a candidate larger than the training tile is accepted only when its output on
+- each runs once on a real window of the scene (its centre), copied to about a
+  batch of training tiles' pixels, and its time per window, times the windows it
+  needs for the scene, estimates the scene's time;
+- a candidate larger than the training tile is checked only when the time it
+  would save is more than the check costs (the training tile's tiling of the
+  probe window, estimated from the training tile's time);
+- the whole search stays within :data:`AUTO_BUDGET` of the training tile's
+  estimated time for the scene (its next probe or check is estimated before it
+  runs), so on a small scene it costs little and may keep the training tile;
+- it is accepted only when its output on
   that window agrees with the training tile's blended tiling of the same window
   by at least :data:`AUTO_AGREEMENT` (pixel classes for segmentation; for
   detection, boxes above the run's score threshold matched at IoU 0.5 with the
@@ -22,8 +29,7 @@ sees more context than in training), depends on the model and the machine, so
   finds at least :data:`AUTO_MIN_BOXES` boxes: a window without objects, or a
   detector whose scores stay under the threshold there, says nothing about larger
   windows, so the training tile is kept);
-- the search stops at the first candidate that is slower than the best so far or
-  disagrees; the best wins. It costs about two windows of each size tried.
+- the search stops at the first candidate that disagrees; the best wins.
 """
 
 import contextlib
@@ -46,6 +52,7 @@ from .tiling import Tile, TileGrid, blend_weights, tile_candidates
 
 __all__ = (
     'AUTO_AGREEMENT',
+    'AUTO_BUDGET',
     'AUTO_MAX_TOKENS',
     'AUTO_MIN_BOXES',
     'choose_tile',
@@ -66,6 +73,10 @@ AUTO_AGREEMENT = 0.99
 #: scores stayed under its threshold found no box at 64 or 512 px, agreed
 #: "vacuously", and 512 px windows then cut the scene's mAP50 from 0.029 to 0.001).
 AUTO_MIN_BOXES = 2
+
+#: Most of the training tile's estimated time for the scene that the search may
+#: take: on a small scene a longer search would cost more than larger windows save.
+AUTO_BUDGET = 0.2
 
 #: Windows per model call when the probe runs the training tile's tiling.
 _PROBE_BATCH = 8
@@ -123,6 +134,7 @@ def choose_tile(
     device: torch.device,
     max_objects: int | None = None,
     score_threshold: float | None = None,
+    batch_size: int = 8,
 ) -> int:
     """The window size of ``tile='auto'`` (see the module docstring).
 
@@ -138,11 +150,16 @@ def choose_tile(
         max_objects: as :func:`~dspt_geo.predict.run.predict_scene`'s.
         score_threshold: detection: the run's score threshold (default: the
             spec's).
+        batch_size: windows per model call of the run.
 
     Returns:
         the window side in pixels.
 
     .. versionadded:: 0.1
+
+    .. versionchanged:: 0.1
+       Sizes are timed at about a batch's pixels; a candidate is checked only
+       when it would save more than its check costs (issue 16).
     """
     if spec.patch_size is None or spec.task == 'classify':
         logger.info('tile auto: the model takes %d px windows only', spec.tile)
@@ -152,20 +169,51 @@ def choose_tile(
         AUTO_MAX_TOKENS,
     )  # fmt: skip
     threshold = spec.score_threshold if score_threshold is None else score_threshold
+    began = time.perf_counter()
     best, best_seconds = spec.tile, math.inf
-    for i, size in enumerate(candidates):
+    budget = math.inf  # set by the training tile's estimate
+    tile_seconds = pixel_seconds = math.inf  # per window / pixel, batched
+    for size in candidates:
+        # About a batch of training tiles' pixels per call, so that every size is
+        # timed as efficiently batched as the training tile's batch_size windows.
+        copies = max(1, round(batch_size * (spec.tile / size) ** 2))
+        probe = 2 * copies * size**2 * pixel_seconds
+        if time.perf_counter() - began + probe > budget:
+            logger.info('tile auto: %d px would exceed the search budget', size)
+            break
         image, valid = _centre_window(reader, spec, size, device)
-        for _ in range(2 if i == 0 else 1):  # the first call warms up
+        images = image.expand(copies, -1, -1, -1).contiguous()
+        for _ in range(2):  # the first call at a new size warms up
             start = time.perf_counter()
-            output = _run(model, spec, image, max_objects)
-            seconds = time.perf_counter() - start
+            output = _run(model, spec, images, max_objects)
+            seconds = (time.perf_counter() - start) / copies
+        pixel_seconds = seconds / size**2
         windows = len(TileGrid(reader.height, reader.width, size, overlap))
-        agreement = (
-            1.0
-            if size == spec.tile
-            else _agreement(
-                model, spec, image, valid, output, overlap, max_objects, threshold
+        estimate = seconds * windows
+        if size == spec.tile:
+            tile_seconds, best_seconds = seconds, estimate
+            budget = AUTO_BUDGET * estimate
+            logger.info(
+                'tile auto: %d px, %d windows, about %.2f s', size, windows, estimate
             )
+            continue
+        # The check runs the training tile's tiling of the probe window: worth it
+        # only when the time it could save is larger.
+        check = len(TileGrid(size, size, spec.tile, overlap)) * tile_seconds
+        if best_seconds - estimate <= check:
+            logger.info(
+                'tile auto: %d px, %d windows, about %.2f s: saves less than its '
+                'check costs (%.2f s)',
+                size, windows, estimate, check,
+            )  # fmt: skip
+            continue
+        if time.perf_counter() - began + check > budget:
+            logger.info(
+                'tile auto: checking %d px would exceed the search budget', size
+            )
+            break
+        agreement = _agreement(
+            model, spec, image, valid, output[:1], overlap, max_objects, threshold
         )
         if agreement is None:
             logger.info(
@@ -175,12 +223,12 @@ def choose_tile(
             )  # fmt: skip
             break
         logger.info(
-            'tile auto: %d px, %d windows, about %.1f s, %.1f %% agreement',
-            size, windows, seconds * windows, 100 * agreement,
+            'tile auto: %d px, %d windows, about %.2f s, %.1f %% agreement',
+            size, windows, estimate, 100 * agreement,
         )  # fmt: skip
-        if seconds * windows >= best_seconds or agreement < AUTO_AGREEMENT:
+        if agreement < AUTO_AGREEMENT:
             break
-        best, best_seconds = size, seconds * windows
+        best, best_seconds = size, estimate
     logger.info('tile auto: %d px windows', best)
     return best
 

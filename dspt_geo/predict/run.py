@@ -261,8 +261,9 @@ def predict_scene(
         model.to(device)
         if auto:
             size = choose_tile(
-                model, spec, reader, overlap, device, max_objects, score_threshold
-            )
+                model, spec, reader, overlap, device, max_objects, score_threshold,
+                batch_size,
+            )  # fmt: skip
         tiles = (
             cell_tiles(reader.height, reader.width, size)
             if spec.task == 'classify'

@@ -1,3 +1,4 @@
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import rasterio
 import torch
 
 from dspt_geo.errors import CheckpointError, ConfigError
-from dspt_geo.predict import PredictionSpec, merge_boxes, predict_scene
+from dspt_geo.predict import PredictionSpec, autotile, merge_boxes, predict_scene
 from dspt_geo.predict.detections import DetectionAccumulator, detection_limits
 from dspt_geo.predict.tiling import TileGrid
 
@@ -326,7 +327,11 @@ def test_tile_auto_compares_detectors_only_on_windows_with_boxes(
     metadata: dict[str, Any],
     tmp_path: Path,
     objects: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The search's rules without its budget: this scene is too small for a
+    # search within it (see test_segment.py).
+    monkeypatch.setattr(autotile, 'AUTO_BUDGET', math.inf)
     metadata.update(
         task='detect',
         classes=[{'name': 'boat'}, {'name': 'ship'}],

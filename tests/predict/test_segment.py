@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from dspt_geo.data.transforms import normalise
 from dspt_geo.errors import DsptGeoError, IncompatibleRasterError, RasterReadError
-from dspt_geo.predict import PredictionSpec, predict_scene
+from dspt_geo.predict import PredictionSpec, autotile, predict_scene
 from dspt_geo.predict.outputs import fill_uint8, first_max_index
 from dspt_geo.predict.run import PROBABILITY_SCALE
 
@@ -396,7 +397,11 @@ def test_tile_auto_equals_the_default_tiling(
     rgb_scene: Callable[[int, int], np.ndarray],
     metadata: dict[str, Any],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The search's rules without its budget (tested below): this scene is too
+    # small for a search within the budget.
+    monkeypatch.setattr(autotile, 'AUTO_BUDGET', math.inf)
     scene = raster_writer(
         'scene.tif',
         rgb_scene(150, 400),
@@ -418,14 +423,46 @@ def test_tile_auto_equals_the_default_tiling(
 
     assert default.tile == kept.tile == 64, 'no patch size: the training tile only'
     # Candidates 64, 128 and 144 (the scene's side on the patch grid) need 24, 8
-    # and 6 windows.
-    assert auto.tile == 144
+    # and 6 windows; checking 128 px costs 9 windows of 64 px and saves 16, while
+    # 144 px would save 2 windows for a check of 9.
+    assert auto.tile == 128
     with rasterio.open(default.output) as a, rasterio.open(auto.output) as b:
         first, second = a.read(1), b.read(1)
     _, gap, _ = whole_image_classes(model, scene, sized)
     differs = first != second
     assert not differs.any() or gap[differs].max() < 1e-4, 'only float ties may differ'
     assert auto.valid_pixels == default.valid_pixels
+
+
+def test_tile_auto_keeps_the_training_tile_when_a_search_would_not_pay(
+    raster_writer: Callable[..., Path],
+    rgb_scene: Callable[[int, int], np.ndarray],
+    metadata: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scene = raster_writer(
+        'scene.tif',
+        rgb_scene(150, 400),
+        nodata=0,
+        descriptions=['red', 'green', 'blue'],
+    )
+    metadata['model'] = {'patch_size': 8}
+    spec = PredictionSpec.from_metadata(metadata)
+    model = SlowConvNet()
+    with caplog.at_level(logging.INFO, logger='dspt_geo.predict.autotile'):
+        started = time.perf_counter()
+        auto = predict_scene(
+            scene, model, spec, tmp_path / 'a.tif', tile='auto', progress=False
+        )
+        seconds = time.perf_counter() - started
+    # 24 windows of 64 px, 50 ms each: the budget is 20 % of 1.2 s, less than
+    # timing the training tile itself; probing 128 px would take as long again.
+    assert auto.tile == 64
+    assert 'would exceed the search budget' in caplog.text
+    assert 'agreement' not in caplog.text, 'no candidate was checked'
+    # The training tile's probe (2 calls of 8 windows) and the run's 24 windows.
+    assert seconds < (2 * 8 + 24) * 0.05 + 1.0
 
 
 @pytest.mark.parametrize('classes', [1, 2, 3, 7])
