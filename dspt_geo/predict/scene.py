@@ -16,7 +16,6 @@ extent, bilinear resampling), and outputs are written on that grid.
 pixel, in a thread that stays a few batches ahead of the model or on demand.
 """
 
-import itertools
 import logging
 import math
 import os
@@ -291,32 +290,6 @@ class SceneReader:
         valid[:h, :w] = mask
         return image, valid
 
-    def read_windows(
-        self, tiles: Sequence[Tile], size: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """Read windows of one row of windows at once, as :meth:`read` reads each.
-
-        Args:
-            tiles: windows sharing their first row and height.
-            size: window side in pixels.
-
-        Returns:
-            ``(n, C, size, size)`` float32 images and ``(n, size, size)`` masks.
-        """
-        first = tiles[0]
-        if self.warped or first.height < size or any(t.width < size for t in tiles):
-            pairs = [self.read(tile, size) for tile in tiles]
-            return (
-                np.stack([image for image, _ in pairs]),
-                np.stack([valid for _, valid in pairs]),
-            )
-        rows, row_mask = self._rows(first.row, first.height)
-        images = np.stack(
-            [rows[:, :, t.col : t.col + size] for t in tiles], dtype=np.float32
-        )
-        masks = np.stack([row_mask[:, t.col : t.col + size] for t in tiles])
-        return images, masks
-
     def _read(self, window: Window) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """Values of *window* as the model saw them (SAR converted), and their mask."""
         data = self._dataset.read(self.indexes, window=window)
@@ -460,61 +433,40 @@ def _read_batches(
     | None,
 ) -> Iterator[Batch]:
     """The batches of :func:`iter_batches`, read in the calling thread."""
-    channels = len(reader.indexes)
 
-    def make(chosen: list[Tile], parts: list[_Part], skipped: int) -> Batch:
-        images, masks = _join(parts, channels, size)
+    def make(
+        chosen: list[Tile],
+        images: npt.NDArray[np.float32],
+        masks: npt.NDArray[np.bool_],
+        skipped: int,
+    ) -> Batch:
         if prepare is not None and chosen:
             return Batch(chosen, *prepare(images, masks), skipped)
         return Batch(chosen, images, masks, skipped)
 
-    chosen: list[Tile] = []
-    parts: list[_Part] = []
-    skipped = 0
-    # A row of windows is read at once (one copy of its windows out of the rows
-    # read); a batch is a slice of it, or joins the slices of two rows.
-    for _, row in itertools.groupby(tiles, key=lambda tile: (tile.row, tile.height)):
-        row_tiles = list(row)
-        images, masks = reader.read_windows(row_tiles, size)
-        keep = masks.reshape(len(row_tiles), -1).any(axis=1)
-        for index, tile in enumerate(row_tiles):
-            if not keep[index]:
-                skipped += 1
-                continue
-            chosen.append(tile)
-            if parts and parts[-1].images is images and parts[-1].stop == index:
-                parts[-1] = parts[-1]._replace(stop=index + 1)
-            else:
-                parts.append(_Part(images, masks, index, index + 1))
-            if len(chosen) == batch_size:
-                yield make(chosen, parts, skipped)
-                chosen, parts, skipped = [], [], 0
-    if chosen or skipped:
-        yield make(chosen, parts, skipped)
+    channels = len(reader.indexes)
 
-
-class _Part(NamedTuple):
-    """Consecutive windows ``start:stop`` of a row of windows read at once."""
-
-    images: npt.NDArray[np.float32]
-    masks: npt.NDArray[np.bool_]
-    start: int
-    stop: int
-
-
-def _join(
-    parts: list[_Part], channels: int, size: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-    """The windows of *parts* as one batch (a view when there is one part)."""
-    if len(parts) == 1:
-        (part,) = parts
-        return part.images[part.start : part.stop], part.masks[part.start : part.stop]
-    if not parts:
+    def buffers() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         return (
-            np.empty((0, channels, size, size), dtype=np.float32),
-            np.empty((0, size, size), dtype=bool),
+            np.empty((batch_size, channels, size, size), dtype=np.float32),
+            np.empty((batch_size, size, size), dtype=bool),
         )
-    return (
-        np.concatenate([p.images[p.start : p.stop] for p in parts]),
-        np.concatenate([p.masks[p.start : p.stop] for p in parts]),
-    )
+
+    chosen: list[Tile] = []
+    skipped = 0
+    # Windows are read straight into the batch (no copy to stack them).
+    images, masks = buffers()
+    for tile in tiles:
+        slot = len(chosen)
+        reader.read(tile, size, images[slot], masks[slot])
+        if not masks[slot].any():
+            skipped += 1
+            continue
+        chosen.append(tile)
+        if len(chosen) == batch_size:
+            yield make(chosen, images, masks, skipped)
+            chosen, skipped = [], 0
+            images, masks = buffers()
+    if chosen or skipped:
+        count = len(chosen)
+        yield make(chosen, images[:count], masks[:count], skipped)
