@@ -366,45 +366,12 @@ class StripAccumulator:
         Raises:
             ValueError: If a window lies above the rows already flushed.
         """
-        windows = _with_ones(logits)
-        for run in _runs(tiles):
-            first = tiles[run.start]
-            if first.row > self.top:
-                yield from self.advance(first.row)
-            if run.stop - run.start == 1:
-                self._add(first, windows[run.start], weights[run.start])
-            else:
-                self._add_run(tiles[run], windows[run], weights[run])
-
-    def _add_run(self, tiles: Sequence[Tile], windows: Tensor, weights: Tensor) -> None:
-        """Add a run of windows (see :func:`_runs`) in two fused multiply-adds.
-
-        First the part of each window right of its overlap with the previous one,
-        then the overlaps: the parts of one step are disjoint, and a pixel two
-        windows share gets the left window's term before the right one's, as
-        window by window; so the sums are the same bits.
-        """
-        first = tiles[0]
-        offset = first.row - self.top
-        if offset < 0 or offset + first.height > self.size:
-            msg = f'window at row {first.row} outside the strip at rows {self.top}+{self.size}'
-            raise ValueError(msg)
-        h, w = first.height, first.width
-        step = tiles[1].col - first.col
-        shared = max(w - step, 0)
-        buffer = self.buffer
-        start = buffer.storage_offset() + offset * buffer.stride(1) + first.col
-        for lo, hi in ((shared, w), (0, shared)):
-            if hi > lo:
-                target = buffer.as_strided(
-                    (buffer.shape[0], h, len(tiles), hi - lo),
-                    (buffer.stride(0), buffer.stride(1), step, 1),
-                    start + lo,
-                )
-                target.addcmul_(
-                    windows[:, :, :h, lo:hi].permute(1, 2, 0, 3),
-                    weights[:, :h, lo:hi].permute(1, 0, 2),
-                )
+        for tile, window, weight in zip(
+            tiles, _with_ones(logits).unbind(0), weights.unbind(0), strict=True
+        ):
+            if tile.row > self.top:
+                yield from self.advance(tile.row)
+            self._add(tile, window, weight)
 
     def _add(self, tile: Tile, window: Tensor, weight: Tensor) -> None:
         """Add ``window * weight`` (logits and a channel of ones) at *tile*."""
@@ -441,35 +408,6 @@ class StripAccumulator:
             buffer[:, : self.size - n] = rest
             buffer[:, self.size - n :] = 0
             self.top += n
-
-
-def _runs(tiles: Sequence[Tile]) -> Iterator[slice]:
-    """Consecutive windows of one row of windows, of one size, at one column step.
-
-    A run's windows overlap only their neighbours (the step is at least half the
-    width), so :meth:`StripAccumulator._add_run` adds it in two operations.
-    """
-    start = 0
-    while start < len(tiles):
-        first, stop = tiles[start], start + 1
-        step = tiles[stop].col - first.col if stop < len(tiles) else 0
-        if 2 * step >= first.width:
-            while stop < len(tiles) and _next_in_run(
-                tiles[stop - 1], tiles[stop], step
-            ):
-                stop += 1
-        yield slice(start, stop)
-        start = stop
-
-
-def _next_in_run(previous: Tile, tile: Tile, step: int) -> bool:
-    """Whether *tile* continues the run of *previous* (same row and size, *step*)."""
-    return (
-        tile.row == previous.row
-        and tile.height == previous.height
-        and tile.width == previous.width
-        and tile.col - previous.col == step
-    )
 
 
 def _with_ones(logits: Tensor) -> Tensor:
