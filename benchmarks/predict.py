@@ -11,7 +11,8 @@ UperNet's, and the detector's pyramid, RPN and 4-conv box head).
 
 (a) Throughput on the sample scene, per task (segmentation also on the sample
 tiled to ``--steady-size`` px, where fixed costs weigh less): the bare model
-forward over the same windows (same count, size and batch; random normalised input) against
+forward over the same windows (same count, size and batch: ``--batch``, else predict's
+default for the window size; the windows read and normalised beforehand) against
 ``predict_scene`` (read, normalise, model, blend, write), in megapixels of windows
 per second and as a ratio (target >= 0.9x), and the scene's megapixels per
 second. Rows: the default windows, and ``tile='auto'``. Detection also runs with
@@ -69,6 +70,7 @@ from dspt_geo.data.transforms import normalise
 from dspt_geo.models import build_encoder, build_task_model, load_finetuned
 from dspt_geo.predict import PredictionSpec, SceneReader, TileGrid, predict_scene
 from dspt_geo.predict.autotile import sized_to_window
+from dspt_geo.predict.run import default_batch_size
 from dspt_geo.predict.tiling import cell_tiles
 
 SPACENET = Path('labelled/buildings')
@@ -236,7 +238,7 @@ def throughput(
             best_full = min(best_full, full)
             images = scene_windows(scene, spec, result.tile)
             seconds = bare_seconds(
-                model, spec, images, args.batch, options.get('max_objects')
+                model, spec, images, result.batch_size, options.get('max_objects')
             )
             best_bare = min(best_bare, seconds)
             ratios.append(seconds / full)
@@ -247,6 +249,7 @@ def throughput(
             'task': task,
             'run': name,
             'tile': result.tile,
+            'batch': result.batch_size,
             'windows': windows,
             'bare': window_mpx / best_bare,
             'full': window_mpx / best_full,
@@ -381,12 +384,19 @@ def child_terratorch(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def rss_batch(args: argparse.Namespace) -> int:
+    """The batch size of table (b)'s runs."""
+    return args.batch or default_batch_size(args.rss_tile, torch.device('cpu'))
+
+
 def memory_rows(
     args: argparse.Namespace, folder: Path, model_file: Path, sample: Path
 ) -> list[dict[str, Any]]:
     """Rows of table (b): one subprocess per scene size and runner."""
     rows = []
     runners = ['predict'] + (['terratorch'] if args.terratorch_python else [])
+    # One batch size for both runners: predict's default unless --batch.
+    batch = rss_batch(args)
     for size in args.sizes:
         scene = folder / f'scene-{size}.tif'
         write_scene(scene, size, sample)
@@ -401,7 +411,7 @@ def memory_rows(
             command = [
                 python, __file__, '--child', runner, '--scene', str(scene),
                 '--out', str(out), '--model-file', str(model_file),
-                '--batch', str(args.batch), '--threads', str(args.threads),
+                '--batch', str(batch), '--threads', str(args.threads),
             ]  # fmt: skip
             # The TerraTorch venv reads dspt-geo from this checkout.
             env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
@@ -428,16 +438,16 @@ def print_tables(
     """Markdown tables of (a) and (b)."""
     setting = (
         f'{args.model} {" ".join(args.model_arg)}, {TILE} px training tile, '
-        f'batch {args.batch}, cpu, {args.threads} torch thread(s), '
+        f'batch {args.batch or "per window size"}, cpu, {args.threads} torch thread(s), '
         f'{args.steps} fine-tuning steps'
     )
     print(f'\n(a) Throughput on the SpaceNet sample (900 x 900 px), {setting}; '
           f'speeds: best of {args.repeats}; predict / bare: the median of the '
           f'repeats\' own ratios (each repeat\'s listed below)\n')  # fmt: skip
-    print('| task | run | window px | windows | bare forward (window Mpx/s) | '
+    print('| task | run | window px | batch | windows | bare forward (window Mpx/s) | '
           'predict (window Mpx/s) | predict / bare | scene Mpx/s | seconds | '
           'mAP / mAP50 or agreement |')  # fmt: skip
-    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---|')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|')
     for r in throughput_rows:
         extra = ''
         if 'map' in r:
@@ -445,7 +455,7 @@ def print_tables(
         elif 'agree' in r:
             extra = f'{100 * r["agree"]:.2f} % of pixels as default'
         print(
-            f'| {r["task"]} | {r["run"]} | {r["tile"]} | {r["windows"]} | '
+            f'| {r["task"]} | {r["run"]} | {r["tile"]} | {r["batch"]} | {r["windows"]} | '
             f'{r["bare"]:.3f} | {r["full"]:.3f} | {statistics.median(r["ratios"]):.2f}x | '
             f'{r["scene"]:.3f} | {r["seconds"]:.1f} | {extra} |'
         )
@@ -458,7 +468,7 @@ def print_tables(
         return
     print(f'\n(b) Peak memory and time, one process per run, segmentation model '
           f'{" ".join(args.rss_model_args)}, {args.rss_tile} px windows, overlap '
-          f'{args.rss_overlap}, batch {args.batch}, {args.threads} thread(s)\n')  # fmt: skip
+          f'{args.rss_overlap}, batch {rss_batch(args)}, {args.threads} thread(s)\n')  # fmt: skip
     print('| scene | runner | RSS before (MB) | peak RSS (MB) | peak - before (MB) | '
           'seconds | scene Mpx/s |')  # fmt: skip
     print('|---|---|---:|---:|---:|---:|---:|')
@@ -520,7 +530,12 @@ def main() -> None:
         default=16384,
         help='largest scene for TerraTorch (it holds the scene in memory)',
     )
-    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=None,
+        help="windows per model call (default: predict's for the window size)",
+    )
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument(

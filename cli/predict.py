@@ -54,9 +54,8 @@ def _tile(
 @click.option(
     '--batch-size',
     type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help='Windows per model call.',
+    help='Windows per model call (default: about 131,072 pixels per call, e.g. 32 '
+    'windows of 64 px or 2 of 256 px; at least 8 on a GPU).',
 )
 @click.option(
     '--device',
@@ -99,7 +98,7 @@ def predict(
     out: str | None,
     tile: int | Literal['auto'] | None,
     overlap: int | None,
-    batch_size: int,
+    batch_size: int | None,
     device: str | None,
     devices: int,
     probabilities: bool,

@@ -78,7 +78,8 @@ AUTO_MIN_BOXES = 2
 #: take: on a small scene a longer search would cost more than larger windows save.
 AUTO_BUDGET = 0.2
 
-#: Windows per model call when the probe runs the training tile's tiling.
+#: Training tiles per model call of the probes (larger windows: as many pixels),
+#: and windows per call when the check runs the training tile's tiling.
 _PROBE_BATCH = 8
 
 
@@ -134,7 +135,6 @@ def choose_tile(
     device: torch.device,
     max_objects: int | None = None,
     score_threshold: float | None = None,
-    batch_size: int = 8,
 ) -> int:
     """The window size of ``tile='auto'`` (see the module docstring).
 
@@ -150,7 +150,6 @@ def choose_tile(
         max_objects: as :func:`~dspt_geo.predict.run.predict_scene`'s.
         score_threshold: detection: the run's score threshold (default: the
             spec's).
-        batch_size: windows per model call of the run.
 
     Returns:
         the window side in pixels.
@@ -158,8 +157,9 @@ def choose_tile(
     .. versionadded:: 0.1
 
     .. versionchanged:: 0.1
-       Sizes are timed at about a batch's pixels; a candidate is checked only
-       when it would save more than its check costs (issue 16).
+       Sizes are timed at the pixels of a batch of training tiles; a candidate
+       is checked only when it would save more than its check costs, within a
+       budget (issue 16).
     """
     if spec.patch_size is None or spec.task == 'classify':
         logger.info('tile auto: the model takes %d px windows only', spec.tile)
@@ -174,9 +174,9 @@ def choose_tile(
     budget = math.inf  # set by the training tile's estimate
     tile_seconds = pixel_seconds = math.inf  # per window / pixel, batched
     for size in candidates:
-        # About a batch of training tiles' pixels per call, so that every size is
-        # timed as efficiently batched as the training tile's batch_size windows.
-        copies = max(1, round(batch_size * (spec.tile / size) ** 2))
+        # The pixels of a batch of training tiles per call, so that every size is
+        # timed as efficiently batched as the training tile.
+        copies = max(1, round(_PROBE_BATCH * (spec.tile / size) ** 2))
         probe = 2 * copies * size**2 * pixel_seconds
         if time.perf_counter() - began + probe > budget:
             logger.info('tile auto: %d px would exceed the search budget', size)

@@ -44,7 +44,7 @@ _OUTPUT_EXTENSIONS = ('.tif', '.tiff', '.gpkg', '.geojson', '.fgb')
 class PredictOptions:
     """Settings of :func:`predict_scene` shared by every scene (see there)."""
 
-    batch_size: int = 8
+    batch_size: int | None = None
     tile: int | Literal['auto'] | None = None
     overlap: int | None = None
     probabilities: bool = False

@@ -21,7 +21,7 @@ from dspt_geo.data.transforms import normalise
 from dspt_geo.errors import DsptGeoError, IncompatibleRasterError, RasterReadError
 from dspt_geo.predict import PredictionSpec, autotile, predict_scene
 from dspt_geo.predict.outputs import fill_uint8, first_max_index
-from dspt_geo.predict.run import PROBABILITY_SCALE
+from dspt_geo.predict.run import PROBABILITY_SCALE, default_batch_size
 
 from .conftest import ConvNet, ValueClassifier
 
@@ -39,6 +39,7 @@ def whole_image_classes(
     return logits.argmax(0).numpy(), (top2[0] - top2[1]).numpy(), valid[0].numpy()
 
 
+@pytest.mark.parametrize('batch_size', [3, None])
 @pytest.mark.parametrize(('height', 'width', 'tile'), [(96, 128, 48), (101, 77, 40)])
 def test_prediction_equals_the_whole_image_run(
     raster_writer: Callable[..., Path],
@@ -48,6 +49,7 @@ def test_prediction_equals_the_whole_image_run(
     height: int,
     width: int,
     tile: int,
+    batch_size: int | None,
 ) -> None:
     data = rgb_scene(height, width)
     data[:, :10, :15] = 0  # a nodata corner
@@ -59,9 +61,11 @@ def test_prediction_equals_the_whole_image_run(
 
     result = predict_scene(
         scene, model, spec, tmp_path / 'out' / 'mask.tif', tile=tile, overlap=16,
-        batch_size=3, progress=False,
+        batch_size=batch_size, progress=False,
     )  # fmt: skip
 
+    cpu = torch.device('cpu')
+    assert result.batch_size == (batch_size or default_batch_size(tile, cpu))
     with rasterio.open(result.output) as out:
         classes = out.read(1)
     expected, gap, valid = whole_image_classes(model, scene, spec)
@@ -70,6 +74,18 @@ def test_prediction_equals_the_whole_image_run(
     assert not differs.any() or gap[differs].max() < 1e-4, 'only float ties may differ'
     assert result.valid_pixels == valid.sum() and not result.all_nodata
     assert model.training, 'the model is put back in training mode'
+
+
+def test_the_default_batch_holds_about_the_same_pixels_at_every_window_size() -> None:
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert [default_batch_size(size, cpu) for size in (40, 64, 128, 256, 512)] == [
+        82,
+        32,
+        8,
+        2,
+        1,
+    ]
+    assert default_batch_size(64, cuda) == 32 and default_batch_size(256, cuda) == 8
 
 
 def test_output_is_georeferenced_like_the_input_and_a_styled_cog(
