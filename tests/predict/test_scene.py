@@ -5,6 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from rasterio.windows import Window
 
 from dspt_geo.errors import IncompatibleRasterError
 from dspt_geo.predict import PredictionSpec, SceneReader, predict_scene, select_bands
@@ -80,6 +81,36 @@ def test_windows_read_by_rows_equal_their_own_reads(
     assert invalid >= 4 * 27, 'the nodata band is masked'
 
 
+def test_rows_are_read_to_the_end_of_a_row_of_the_file_blocks(
+    raster_writer: Callable[..., Path],
+    make_spec: Callable[..., PredictionSpec],
+    rng: np.random.Generator,
+) -> None:
+    # GDAL decodes every compressed block of a full-width read (issue 16): rows of
+    # windows are served from one read that ends at a row of blocks.
+    data = rng.integers(1, 50, (3, 100, 70)).astype('uint8')
+    path = raster_writer(
+        't.tif', data, tiled=True, blockxsize=16, blockysize=32, compress='zstd'
+    )
+    tiles = list(TileGrid(100, 70, 16, 4))  # rows of windows at 0, 12, ..., 84
+    with SceneReader(path, make_spec()) as reader:
+        assert reader.block_height == 32
+        reads: list[tuple[int, int]] = []
+        read = reader._read
+
+        def counted(window: Window) -> Any:
+            reads.append((window.row_off, window.row_off + window.height))
+            return read(window)
+
+        reader._read = counted  # type: ignore[method-assign]
+        for tile in tiles:
+            image, valid = reader.read(tile, 16)
+            rows, cols = slice(tile.row, tile.row + 16), slice(tile.col, tile.col + 16)
+            np.testing.assert_array_equal(image, data[:, rows, cols].astype(np.float32))
+            assert valid.all()
+    assert reads == [(0, 32), (24, 64), (60, 96), (84, 100)]
+
+
 @pytest.mark.parametrize(
     ('dtype', 'nodata', 'crs', 'size'),
     [
@@ -135,9 +166,11 @@ def test_batches_read_on_demand_stop_with_their_consumer(
         first = next(batches)
         batches.close()
         assert first.tiles == tiles[:2]
-        assert reader._strip is not None and reader._strip[0][0] == 0, (
-            'nothing was read beyond the first row of windows'
-        )
+        assert reader._chunk is not None
+        first, data, _ = reader._chunk
+        # Nothing beyond the first row of windows, or the file's block row it ends in.
+        assert first == 0
+        assert data.shape[1] <= max(16, reader.block_height)
 
 
 def test_complex_sar_is_converted_by_the_model_sar_mode(
