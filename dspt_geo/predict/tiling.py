@@ -327,6 +327,8 @@ class StripAccumulator:
         self.buffer = torch.zeros(channels + 1, size, width, device=device)
         #: the strip's view of each window place (the strip is shifted in place).
         self._views: dict[tuple[int, int, int, int], Tensor] = {}
+        #: windows' logits and a channel of ones (see :meth:`_with_ones`).
+        self._windows: Tensor | None = None
 
     @property
     def nbytes(self) -> int:
@@ -347,7 +349,7 @@ class StripAccumulator:
             ValueError: If the window lies above the rows already flushed or below
                 the strip (windows out of row-major order).
         """
-        self._add(tile, _with_ones(logits[None])[0], weights * valid)
+        self._add(tile, self._with_ones(logits[None])[0], weights * valid)
 
     def add_batch(
         self, tiles: Sequence[Tile], logits: Tensor, weights: Tensor
@@ -367,7 +369,7 @@ class StripAccumulator:
             ValueError: If a window lies above the rows already flushed.
         """
         for tile, window, weight in zip(
-            tiles, _with_ones(logits).unbind(0), weights.unbind(0), strict=True
+            tiles, self._with_ones(logits).unbind(0), weights.unbind(0), strict=True
         ):
             if tile.row > self.top:
                 yield from self.advance(tile.row)
@@ -389,6 +391,25 @@ class StripAccumulator:
             window, weight = window[:, :h, :w], weight[:h, :w]
         view.addcmul_(window, weight)
 
+    def _with_ones(self, logits: Tensor) -> Tensor:
+        """``(B, K, H, W)`` logits followed by a channel of ones: ``(B, K + 1, H, W)``.
+
+        In a buffer kept between calls (its ones written once), valid until the
+        next call.
+        """
+        batch = logits.shape[0]
+        buffer = self._windows
+        if (
+            buffer is None
+            or buffer.shape[0] < batch
+            or buffer.shape[2:] != logits.shape[2:]
+        ):
+            buffer = logits.new_ones((batch, logits.shape[1] + 1, *logits.shape[2:]))
+            self._windows = buffer
+        windows = buffer[:batch]
+        windows[:, :-1].copy_(logits)
+        return windows
+
     def advance(self, row: int) -> Iterator[FinishedRows]:
         """Hand back the rows above *row* (no later window may touch them).
 
@@ -408,9 +429,3 @@ class StripAccumulator:
             buffer[:, : self.size - n] = rest
             buffer[:, self.size - n :] = 0
             self.top += n
-
-
-def _with_ones(logits: Tensor) -> Tensor:
-    """``(B, K, H, W)`` logits followed by a channel of ones: ``(B, K + 1, H, W)``."""
-    ones = logits.new_ones((logits.shape[0], 1, *logits.shape[2:]))
-    return torch.cat((logits, ones), dim=1)
