@@ -20,7 +20,8 @@ the model's own proposal and detection limits (``max_objects`` large: what
 predict did before issue 16), and reports the scene's box mAP of every run against
 the sample's footprints (all detections of the scene count, not COCO's 100 per
 image). Rounds interleave bare and predict runs and keep each
-one's best (the machine is shared).
+one's best (the machine is shared). Every process keeps freed memory as
+``dspt-geo predict`` does (:func:`dspt_geo.allocator.keep_freed_memory`).
 
 (b) Scenes of ``--sizes`` px (the sample tiled, 1-band uint16), one subprocess per
 run, peak resident memory (``VmHWM``) and time: ``predict_scene`` with
@@ -68,6 +69,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from dspt_geo.data.transforms import normalise
 from dspt_geo.models import build_encoder, build_task_model, load_finetuned
+from dspt_geo.allocator import keep_freed_memory
 from dspt_geo.predict import PredictionSpec, SceneReader, TileGrid, predict_scene
 from dspt_geo.predict.autotile import sized_to_window
 from dspt_geo.predict.run import default_batch_size
@@ -545,6 +547,9 @@ def main() -> None:
     parser.add_argument('--out', help=argparse.SUPPRESS)
     parser.add_argument('--model-file', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # The malloc thresholds of `dspt-geo predict`, for predict, bare forward and
+    # TerraTorch alike.
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     if args.child:
         run = child_predict if args.child == 'predict' else child_terratorch

@@ -114,9 +114,11 @@ def predict(
     (classify) or GeoPackage detections (detect), each with a .qml style that QGIS
     applies when the file is opened. Prints the written files.
     """
+    from dspt_geo.allocator import keep_freed_memory
     from dspt_geo.predict.scenes import PredictOptions, predict_scenes
 
     route_lightning_logs()
+    keep_freed_memory()
     options = PredictOptions(
         batch_size=batch_size,
         tile=tile,
