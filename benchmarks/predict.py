@@ -67,9 +67,9 @@ from rasterio.windows import Window
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from dspt_geo.allocator import keep_freed_memory
 from dspt_geo.data.transforms import normalise
 from dspt_geo.models import build_encoder, build_task_model, load_finetuned
-from dspt_geo.allocator import keep_freed_memory
 from dspt_geo.predict import PredictionSpec, SceneReader, TileGrid, predict_scene
 from dspt_geo.predict.autotile import sized_to_window
 from dspt_geo.predict.run import default_batch_size
