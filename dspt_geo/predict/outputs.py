@@ -46,6 +46,7 @@ __all__ = (
     'NODATA',
     'OUTPUTS',
     'PROBABILITY_SCALE',
+    'STRIP_BYTES',
     'ClassGridOutput',
     'ClassRaster',
     'DetectionOutput',
@@ -68,6 +69,11 @@ PROBABILITY_SCALE = 200
 
 #: Columns blended at a time when rows are finished (bounds temporaries).
 _FLUSH_COLUMNS = 4096
+
+#: Most bytes of the strip of blended logits of a class raster: on a scene narrow
+#: enough for it to hold several rows of windows, they are finished together (the
+#: 900 px SpaceNet sample: in one go instead of 19 rows; issue 16).
+STRIP_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -353,12 +359,14 @@ class MaskOutput:
         reader = settings.reader
         self.settings = settings
         self.rasters = _Rasters(settings, reader.transform, reader.width, reader.height)
+        classes = settings.spec.num_classes
         self.strip = StripAccumulator(
-            settings.spec.num_classes,
+            classes,
             reader.height,
             reader.width,
             settings.size,
             settings.device,
+            rows=min(reader.height, STRIP_BYTES // (4 * (classes + 1) * reader.width)),
         )
         self.weights: dict[tuple[bool, ...], Tensor] = {}
         #: the weights of a batch (see :meth:`_weight_buffer`).

@@ -18,7 +18,8 @@ detector's proposals and detections per window follow the window's area
 (:func:`dspt_geo.predict.detections.detection_limits`).
 
 Peak memory depends on the window size, batch size and scene *width* (one strip of
-``tile`` rows of logits; the rows read at once, to the end of a row of the file's
+logits, ``tile`` rows or up to :data:`~dspt_geo.predict.outputs.STRIP_BYTES`; the
+rows read at once, to the end of a row of the file's
 blocks, at most :data:`~dspt_geo.predict.scene.READ_AHEAD_BYTES`; one row of input
 blocks in GDAL's cache, see :data:`GDAL_CACHE_MIN_MB`), never on the scene's area.
 """

@@ -44,6 +44,7 @@ from .tiling import Tile
 
 __all__ = (
     'READ_AHEAD_BYTES',
+    'READ_AHEAD_ROWS',
     'RES_TOLERANCE',
     'Batch',
     'SceneReader',
@@ -60,6 +61,10 @@ RES_TOLERANCE = 1.5
 #: Most bytes (as stored) of a scene's rows read at once, to the end of a row of
 #: its blocks (see :meth:`SceneReader._rows`).
 READ_AHEAD_BYTES = 256 * 2**20
+
+#: Fewest rows read at once (within :data:`READ_AHEAD_BYTES`): a file of thin
+#: strips is read in a few calls, not one per row of windows.
+READ_AHEAD_ROWS = 256
 
 
 def select_bands(
@@ -319,9 +324,9 @@ class SceneReader:
         threads share on a small machine, dominated reading); the values and
         masks are those of each window's own read.
 
-        Reads end at the end of a row of the file's blocks (up to
-        :data:`READ_AHEAD_BYTES`), and later rows of windows inside it are served
-        from it: GDAL decodes every compressed block a full-width read covers
+        Reads take at least :data:`READ_AHEAD_ROWS` rows and end at the end of a
+        row of the file's blocks (up to :data:`READ_AHEAD_BYTES`); later rows of
+        windows inside are served from them: GDAL decodes every compressed block a full-width read covers
         without keeping it in its block cache (GDAL 3.10, tiled GeoTIFF), so rows
         of windows read one by one decoded each block about ``block / stride``
         times (issue 16: 43 reads of 64 x 2048 px from 512 px zstd tiles took
@@ -332,8 +337,9 @@ class SceneReader:
             chunk[0] <= row and row + height <= chunk[0] + chunk[1].shape[1]
         ):
             end = row + height
+            wanted = max(end, row + READ_AHEAD_ROWS)
             block_end = min(
-                self.height, -(-end // self.block_height) * self.block_height
+                self.height, -(-wanted // self.block_height) * self.block_height
             )
             ahead = row + READ_AHEAD_BYTES // max(1, self.row_bytes)
             end = max(end, min(block_end, ahead))

@@ -286,8 +286,10 @@ class StripAccumulator:
     Windows must arrive in row-major order (as :class:`TileGrid` yields them).
     Before adding a window that starts at row ``r``, call :meth:`advance` with
     ``r``: rows above it are finished and come back blended;
-    :meth:`add_batch` does both for a batch of windows. Memory is
-    ``(channels + 1) * size * width`` floats.
+    :meth:`add_batch` does both for a batch of windows, when a window does not
+    fit in the strip's ``rows``. Memory is ``(channels + 1) * rows * width``
+    floats; a strip of several rows of windows finishes them together, in fewer
+    and larger operations.
 
     The weight sums are held as one more channel after the logits' and are
     accumulated by the same fused multiply-add (a window's logits extended by a
@@ -298,7 +300,8 @@ class StripAccumulator:
     .. versionadded:: 0.1
 
     .. versionchanged:: 0.1
-       Added :meth:`add_batch`; weight sums share the logits' buffer (issue 16).
+       Added :meth:`add_batch`; weight sums share the logits' buffer; added
+       *rows* (issue 16).
     """
 
     def __init__(
@@ -308,6 +311,7 @@ class StripAccumulator:
         width: int,
         size: int,
         device: torch.device | str = 'cpu',
+        rows: int | None = None,
     ) -> None:
         """Allocate the strip.
 
@@ -315,16 +319,18 @@ class StripAccumulator:
             channels: logit channels (classes).
             height: scene rows.
             width: scene columns.
-            size: window side in pixels (rows of the strip).
+            size: window side in pixels.
             device: where the strip lives (the model's device saves transfers).
+            rows: rows of the strip, at least *size* (default: *size*).
         """
         self.height = height
         self.width = width
         self.size = size
+        self.rows = max(size, rows or size)
         self.channels = channels
         self.top = 0
         #: weighted logit sums (``channels``), then the weight sums (the last).
-        self.buffer = torch.zeros(channels + 1, size, width, device=device)
+        self.buffer = torch.zeros(channels + 1, self.rows, width, device=device)
         #: the strip's view of each window place (the strip is shifted in place).
         self._views: dict[tuple[int, int, int, int], Tensor] = {}
         #: windows' logits and a channel of ones (see :meth:`_with_ones`).
@@ -362,8 +368,8 @@ class StripAccumulator:
             weights: ``(B, size, size)`` blend weights times the valid masks.
 
         Yields:
-            finished rows (see :meth:`advance`), before the window that finishes
-            them is added.
+            finished rows (see :meth:`advance`), before the first window that
+            does not fit in the strip is added.
 
         Raises:
             ValueError: If a window lies above the rows already flushed.
@@ -371,15 +377,15 @@ class StripAccumulator:
         for tile, window, weight in zip(
             tiles, self._with_ones(logits).unbind(0), weights.unbind(0), strict=True
         ):
-            if tile.row > self.top:
+            if tile.row + tile.height > self.top + self.rows:
                 yield from self.advance(tile.row)
             self._add(tile, window, weight)
 
     def _add(self, tile: Tile, window: Tensor, weight: Tensor) -> None:
         """Add ``window * weight`` (logits and a channel of ones) at *tile*."""
         offset = tile.row - self.top
-        if offset < 0 or offset + tile.height > self.size:
-            msg = f'window at row {tile.row} outside the strip at rows {self.top}+{self.size}'
+        if offset < 0 or offset + tile.height > self.rows:
+            msg = f'window at row {tile.row} outside the strip at rows {self.top}+{self.rows}'
             raise ValueError(msg)
         h, w = tile.height, tile.width
         place = (offset, tile.col, h, w)
@@ -417,15 +423,15 @@ class StripAccumulator:
             row: first row still open; the scene height finishes everything.
 
         Yields:
-            finished rows, top to bottom, at most :attr:`size` at a time.
+            finished rows, top to bottom, at most :attr:`rows` at a time.
         """
         row = min(row, self.height)
         buffer, channels = self.buffer, self.channels
         while self.top < row:
-            n = min(row - self.top, self.size)
+            n = min(row - self.top, self.rows)
             yield FinishedRows(self.top, buffer[:channels, :n], buffer[channels, :n])
             # Shift the strip up by n rows (clone: the slices overlap).
             rest = buffer[:, n:].clone()
-            buffer[:, : self.size - n] = rest
-            buffer[:, self.size - n :] = 0
+            buffer[:, : self.rows - n] = rest
+            buffer[:, self.rows - n :] = 0
             self.top += n

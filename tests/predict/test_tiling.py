@@ -227,6 +227,22 @@ def test_a_batch_of_windows_adds_as_its_windows_one_by_one() -> None:
     masks = torch.cat([r[2] for r in by_batch])
     assert masks.any() and not masks.all(), 'invalid pixels stay invalid'
 
+    # A strip of several rows of windows finishes them together, the same bits.
+    tall = StripAccumulator(3, height, width, size, rows=2 * size + 5)
+    by_tall = []
+    for start in range(0, len(tiles), 5):
+        part = slice(start, start + 5)
+        rows = tall.add_batch(tiles[part], logits[part], weights[part] * valid[part])
+        by_tall += [finished(r) for r in rows]
+    by_tall += [finished(r) for r in tall.advance(height)]
+    assert len(by_tall) < len(by_window)
+    assert by_tall[0][0] == 0
+    for part in (1, 2):
+        assert torch.equal(
+            torch.cat([r[part] for r in by_tall], dim=-2),
+            torch.cat([r[part] for r in by_window], dim=-2),
+        )
+
 
 def test_finished_rows_are_valid_where_a_valid_pixel_got_weight() -> None:
     size = 16
