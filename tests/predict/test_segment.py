@@ -408,6 +408,18 @@ class SlowConvNet(ConvNet):
         return super().forward(x)
 
 
+def _auto_scene(
+    raster_writer: Callable[..., Path], rgb_scene: Callable[[int, int], np.ndarray]
+) -> Path:
+    """The 150 x 400 px RGB scene of the tile-auto tests (24 windows of 64 px)."""
+    return raster_writer(
+        'scene.tif',
+        rgb_scene(150, 400),
+        nodata=0,
+        descriptions=['red', 'green', 'blue'],
+    )
+
+
 def test_tile_auto_equals_the_default_tiling(
     raster_writer: Callable[..., Path],
     rgb_scene: Callable[[int, int], np.ndarray],
@@ -418,12 +430,7 @@ def test_tile_auto_equals_the_default_tiling(
     # The search's rules without its budget (tested below): this scene is too
     # small for a search within the budget.
     monkeypatch.setattr(autotile, 'AUTO_BUDGET', math.inf)
-    scene = raster_writer(
-        'scene.tif',
-        rgb_scene(150, 400),
-        nodata=0,
-        descriptions=['red', 'green', 'blue'],
-    )
+    scene = _auto_scene(raster_writer, rgb_scene)
     fixed = PredictionSpec.from_metadata(metadata)
     metadata['model'] = {'patch_size': 8}  # the model takes any multiple of 8 px
     sized = PredictionSpec.from_metadata(metadata)
@@ -457,12 +464,7 @@ def test_tile_auto_keeps_the_training_tile_when_a_search_would_not_pay(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    scene = raster_writer(
-        'scene.tif',
-        rgb_scene(150, 400),
-        nodata=0,
-        descriptions=['red', 'green', 'blue'],
-    )
+    scene = _auto_scene(raster_writer, rgb_scene)
     metadata['model'] = {'patch_size': 8}
     spec = PredictionSpec.from_metadata(metadata)
     model = SlowConvNet()
