@@ -20,7 +20,8 @@ sees more context than in training), depends on the model and the machine, so
   probe window, estimated from the training tile's time);
 - the whole search stays within :data:`AUTO_BUDGET` of the training tile's
   estimated time for the scene (its next probe or check is estimated before it
-  runs), so on a small scene it costs little and may keep the training tile;
+  runs; the model's first call, its one-off set-up, does not count), so on a
+  small scene it costs little and may keep the training tile;
 - it is accepted only when its output on
   that window agrees with the training tile's blended tiling of the same window
   by at least :data:`AUTO_AGREEMENT` (pixel classes for segmentation; for
@@ -183,10 +184,14 @@ def choose_tile(
             break
         image, valid = _centre_window(reader, spec, size, device)
         images = image.expand(copies, -1, -1, -1).contiguous()
-        for _ in range(2):  # the first call at a new size warms up
+        for call in range(2):  # the first call at a new size warms up
             start = time.perf_counter()
             output = _run(model, spec, images, max_objects)
             seconds = (time.perf_counter() - start) / copies
+            if call == 0 and size == spec.tile:
+                # The model's first call in a process (its one-off set-up) is the
+                # run's cost, not the search's.
+                began = time.perf_counter()
         pixel_seconds = seconds / size**2
         windows = len(TileGrid(reader.height, reader.width, size, overlap))
         estimate = seconds * windows
