@@ -10,8 +10,10 @@ sample's 361 windows of 64 px, 32 per call, idle 2-core CPU: 70,000-78,000 page
 faults per pass and 468-507 ms; with the thresholds below, none and 344-360 ms.
 
 :func:`keep_freed_memory` raises both thresholds for the process, unless the user
-chose an allocator or its settings (``MALLOC_*`` environment variables, a
-preloaded jemalloc or tcmalloc) or the C library is not glibc. Memory a run frees
+chose an allocator or its settings (``MALLOC_*`` or ``GLIBC_TUNABLES`` environment
+variables, a preloaded jemalloc, tcmalloc or mimalloc) or the C library is not
+glibc. ``dspt-geo predict`` calls it; training does not (its loop ran as fast
+either way, issue 16). Memory a run frees
 then stays with the process until it ends (up to :data:`TRIM_THRESHOLD` of it),
 as with the allocators PyTorch's CPU tuning guide recommends.
 """

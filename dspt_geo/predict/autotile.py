@@ -22,9 +22,8 @@ sees more context than in training), depends on the model and the machine, so
   estimated time for the scene (its next probe or check is estimated before it
   runs; the model's first call, its one-off set-up, does not count), so on a
   small scene it costs little and may keep the training tile;
-- it is accepted only when its output on
-  that window agrees with the training tile's blended tiling of the same window
-  by at least :data:`AUTO_AGREEMENT` (pixel classes for segmentation; for
+- a checked candidate is accepted only when its output on that window agrees
+  with the training tile's blended tiling of the same window by at least :data:`AUTO_AGREEMENT` (pixel classes for segmentation; for
   detection, boxes above the run's score threshold matched at IoU 0.5 with the
   same label over the boxes of either, and only where the training tile's tiling
   finds at least :data:`AUTO_MIN_BOXES` boxes: a window without objects, or a

@@ -19,9 +19,9 @@ detector's proposals and detections per window follow the window's area
 
 Peak memory depends on the window size, batch size and scene *width* (one strip of
 logits, ``tile`` rows or up to :data:`~dspt_geo.predict.outputs.STRIP_BYTES`; the
-rows read at once, to the end of a row of the file's
-blocks, at most :data:`~dspt_geo.predict.scene.READ_AHEAD_BYTES`; one row of input
-blocks in GDAL's cache, see :data:`GDAL_CACHE_MIN_MB`), never on the scene's area.
+rows read at once, to the end of a row of the file's blocks, at most
+:data:`~dspt_geo.predict.scene.READ_AHEAD_BYTES`; one row of input blocks in GDAL's
+cache, see :data:`GDAL_CACHE_MIN_MB`), never on the scene's area.
 """
 
 import contextlib

@@ -326,11 +326,11 @@ class SceneReader:
 
         Reads take at least :data:`READ_AHEAD_ROWS` rows and end at the end of a
         row of the file's blocks (up to :data:`READ_AHEAD_BYTES`); later rows of
-        windows inside are served from them: GDAL decodes every compressed block a full-width read covers
-        without keeping it in its block cache (GDAL 3.10, tiled GeoTIFF), so rows
-        of windows read one by one decoded each block about ``block / stride``
-        times (issue 16: 43 reads of 64 x 2048 px from 512 px zstd tiles took
-        105 ms, the whole scene in one read 21 ms).
+        windows inside are served from them. GDAL decodes every compressed block
+        a full-width read covers without keeping it in its block cache (GDAL
+        3.10, tiled GeoTIFF), so rows of windows read one by one decoded each
+        block about ``block / stride`` times (issue 16: 43 reads of 64 x 2048 px
+        from 512 px zstd tiles took 105 ms, the whole scene in one read 21 ms).
         """
         chunk = self._chunk
         if chunk is None or not (
