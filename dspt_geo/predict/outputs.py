@@ -368,7 +368,8 @@ class MaskOutput:
             settings.device,
             rows=min(reader.height, STRIP_BYTES // (4 * (classes + 1) * reader.width)),
         )
-        self.weights: dict[tuple[bool, ...], Tensor] = {}
+        #: blend weights per combination of scene edges (see :meth:`_blend`).
+        self._blends: dict[tuple[bool, ...], Tensor] = {}
         #: the weights of a batch (see :meth:`_weight_buffer`).
         self._weights: Tensor | None = None
         #: a window off the scene's edges: the blend most windows share.
@@ -399,20 +400,17 @@ class MaskOutput:
     def _weight_buffer(self, batch: int, masks: Tensor) -> Tensor:
         """A ``(batch, size, size)`` float buffer, kept between batches."""
         if self._weights is None or self._weights.shape[0] < batch:
-            size = masks.shape[-1]
-            self._weights = torch.empty(
-                batch, masks.shape[-2], size, device=masks.device
-            )
+            self._weights = torch.empty(batch, *masks.shape[-2:], device=masks.device)
         return self._weights[:batch]
 
     def _blend(self, window: Tile) -> Tensor:
         """The blend weights of *window* (one per combination of scene edges)."""
         key = (window.top, window.bottom, window.left, window.right)
-        if key not in self.weights:
-            self.weights[key] = torch.from_numpy(
+        if key not in self._blends:
+            self._blends[key] = torch.from_numpy(
                 blend_weights(self.settings.size, self.settings.overlap, window)
             ).to(self.settings.device)
-        return self.weights[key]
+        return self._blends[key]
 
     def _write_rows(self, rows: FinishedRows) -> None:
         """Class index (and probabilities) of finished rows, nodata where invalid.
